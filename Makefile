@@ -1,0 +1,31 @@
+# The two commands of the README. Each sets itself up from a fresh clone: a virtual environment in
+# .venv, installed from pyproject.toml (re-installed whenever pyproject.toml changes).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: quickstart test lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## Run the main job on the embedded default (local Ray, synthetic data, jobs/quickstart.yaml).
+quickstart: $(VENV)/.installed
+	$(BIN)/partctl submit --encoders all
+
+## Lint and run the whole test suite (what CI runs).
+test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.installed
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

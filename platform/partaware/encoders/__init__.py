@@ -1,0 +1,1 @@
+"""Encoders: the registry of encoder specs and their checkpoint converters."""

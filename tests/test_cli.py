@@ -1,0 +1,84 @@
+"""The real ``partctl`` entry point, run as a subprocess the way a user runs it."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
+
+
+def partctl(*args, cwd=None, env=None):
+    return subprocess.run(
+        [PARTCTL, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=300,
+    )
+
+
+def test_help_lists_the_commands():
+    out = partctl("--help")
+    assert out.returncode == 0
+    for command in ("submit", "validate", "datasets", "data"):
+        assert command in out.stdout
+    assert partctl("--version").stdout.startswith("partctl ")
+
+
+def test_data_prepare_synthetic_writes_images_and_manifest(tmp_path):
+    store = tmp_path / "store"
+    out = partctl("data", "prepare", "synthetic", "--size", "16", "--image-size", "64", "--storage", str(store))
+    assert out.returncode == 0, out.stderr
+    assert "prepared: version" in out.stderr
+    (version,) = [p for p in (store / "datasets" / "synthetic").iterdir() if not p.name.startswith(("_", "."))]
+    assert (version / "_SUCCESS").exists()
+    assert len(list((version / "images").glob("*.jpg"))) == 16
+    assert pq.read_table(version / "manifest.parquet").num_rows > 16
+    again = partctl("data", "prepare", "synthetic", "--size", "16", "--image-size", "64", "--storage", str(store))
+    assert again.returncode == 0 and "already prepared" in again.stderr
+    listed = partctl("datasets", "list", "--storage", str(store))
+    assert version.name in listed.stdout + listed.stderr
+
+
+def test_unknown_dataset_lists_valid_ones(tmp_path):
+    out = partctl("data", "prepare", "synthtic", "--storage", str(tmp_path))
+    assert out.returncode == 2
+    assert "unknown dataset 'synthtic'. Did you mean 'synthetic'? Valid: synthetic" in out.stderr
+
+
+def test_bad_spec_is_one_line_and_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "b", "datasets": [{"name": "synthetic"}], "levels": ["whole"]}))
+    for command in ("validate", "submit"):
+        extra = ["--storage", str(tmp_path)] if command == "submit" else []
+        out = partctl(command, str(bad), *extra)
+        assert out.returncode == 2, out
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "levels.0" in lines[0] and "'object' or 'part'" in lines[0] and "'whole'" in lines[0]
+
+
+def test_submit_runs_the_existing_stages_and_resumes(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        yaml.safe_dump({"name": "tiny", "datasets": [{"name": "synthetic", "options": {"size": 12, "image_size": 64}}]})
+    )
+    store = tmp_path / "store"
+    first = partctl("submit", str(spec), "--storage", str(store))
+    assert first.returncode == 0, first.stderr
+    second = partctl("submit", str(spec), "--storage", str(store))
+    assert second.returncode == 0 and "cached" in second.stderr
+    runs = sorted((store / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "_SUCCESS").exists() and (r / "spec.yaml").exists() for r in runs)
+
+
+@pytest.mark.parametrize("flag", [["--levels", "object,whole"], ["--encoders", "nope"], ["--datasets", "imagenet9"]])
+def test_submit_flags_are_validated(tmp_path, flag):
+    out = partctl("submit", "quickstart", *flag, "--storage", str(tmp_path))
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

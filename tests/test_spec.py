@@ -1,0 +1,85 @@
+"""Job spec validation: every bad field gets one clear line naming the field, the value, the choices."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from partaware.errors import SpecError
+from partaware.spec import JobSpec, dump_spec, load_spec, parse_spec
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+GOOD = {"name": "t", "datasets": [{"name": "synthetic", "options": {"size": 16}}]}
+
+
+@pytest.mark.parametrize("path", sorted(JOBS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_specs_are_valid(path):
+    assert isinstance(load_spec(path), JobSpec)
+
+
+def test_defaults_and_roundtrip():
+    spec = parse_spec(GOOD)
+    assert spec.levels == ["object", "part"] and spec.encoders == ["all"] and spec.seed == 0
+    assert parse_spec(yaml.safe_load(dump_spec(spec))) == spec
+
+
+BAD = [
+    ({"levels": ["obj"]}, r"levels\.0: Input should be 'object' or 'part' \(got 'obj'\)"),
+    ({"tasks": ["segment"]}, r"tasks\.0: Input should be 'retrieval', 'linear', 'attentive', 'knn' or 'segmentation'"),
+    ({"datasets": [{"name": "cub"}]}, r"datasets\.0\.name: unknown dataset 'cub'.*Valid: synthetic"),
+    ({"encoders": ["nonesuch"]}, r"encoders: unknown encoder 'nonesuch'.*Valid:"),
+    (
+        {"encoders": ["family:gan"]},
+        r"encoders: unknown encoder family 'gan'.*Valid: contrastive, contrastive\+mim, mim, supervised",
+    ),
+    ({"seed": -1}, r"seed: Input should be greater than or equal to 0 \(got -1\)"),
+    ({"name": "has space"}, r"name: String should match pattern"),
+    ({"datasets": []}, r"datasets: List should have at least 1 item"),
+    ({"resources": {"min_actors": 3, "max_actors": 2}}, r"resources: min_actors \(3\) exceeds max_actors \(2\)"),
+    ({"resources": {"gpu": 1}}, r"resources\.gpu: unknown field \(valid fields: extract_batch_size, .*gpus_per_actor"),
+    ({"bogus": 1}, r"bogus: unknown field \(valid fields: version, name, "),
+    (
+        {"search": {"linear": {"lr": {"type": "loguniform", "low": 0, "high": 1}}}},
+        r"search\.linear\.lr: loguniform needs low > 0",
+    ),
+    ({"search": {"linear": {"lr": {"type": "choice"}}}}, r"search\.linear\.lr: choice needs a non-empty 'values' list"),
+    ({"search": {"probe": {}}}, r"search\.probe\.\[key\]: Input should be 'retrieval'"),
+    (
+        {"search_settings": {"num_samples": 0}},
+        r"search_settings\.num_samples: Input should be greater than or equal to 1",
+    ),
+    ({"version": 2}, r"version: Input should be 1 \(got 2\)"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD, ids=[str(next(iter(c))) + str(i) for i, (c, _) in enumerate(BAD)])
+def test_bad_fields_are_named(change, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec({**GOOD, **change}, source="job.yaml")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("job.yaml: invalid job spec: ")
+    assert __import__("re").search(message, text), text
+
+
+def test_missing_name_and_non_mapping():
+    with pytest.raises(SpecError, match="name: Field required"):
+        parse_spec({"datasets": GOOD["datasets"]})
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        parse_spec(["a"])
+
+
+def test_yaml_errors_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndatasets: [\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: line \d+, column \d+ not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="no such job spec"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_overrides_win_and_are_validated(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    assert load_spec(path, {"levels": ["part"]}).levels == ["part"]
+    with pytest.raises(SpecError, match="levels.0"):
+        load_spec(path, {"levels": ["parts"]})
