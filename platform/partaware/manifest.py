@@ -9,14 +9,13 @@ dataset. Paths inside a manifest are relative to the dataset version folder and 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from partaware.errors import DatasetError
+from partaware.parquet import parquet_bytes_to_table, table_to_parquet_bytes
 from partaware.storage import safe_relpath
 
 MANIFEST_FILE = "manifest.parquet"
@@ -103,13 +102,11 @@ def validate_manifest(table: pa.Table) -> None:
 
 def manifest_bytes(table: pa.Table) -> bytes:
     """Deterministic Parquet bytes of a manifest (same rows, same bytes), so digests are stable."""
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", write_statistics=False)
-    return buf.getvalue()
+    return table_to_parquet_bytes(table)
 
 
 def read_manifest(data: bytes) -> pa.Table:
-    table = pq.read_table(io.BytesIO(data))
+    table = parquet_bytes_to_table(data)
     validate_manifest(table)
     return table
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from partaware.errors import PartawareError, SpecError, UnknownNameError
 
@@ -102,6 +103,7 @@ class JobSpec(_Strict):
     seed: int = Field(0, ge=0)
     storage: str | None = None
     datasets: list[DatasetRef] = Field(min_length=1)
+    zoo: Literal["paper", "modern", "lab", "custom"] = "paper"  # what ``all`` and ``family:`` select from
     encoders: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
     levels: list[Level] = Field(default_factory=lambda: list(LEVELS), min_length=1)
     tasks: list[Task] = Field(default_factory=lambda: ["retrieval", "linear", "knn"], min_length=1)
@@ -109,29 +111,31 @@ class JobSpec(_Strict):
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
     resources: Resources = Field(default_factory=Resources)
 
-    @field_validator("encoders")
-    @classmethod
-    def _selectable(cls, selectors: list[str]) -> list[str]:
+    @model_validator(mode="after")
+    def _selectable(self) -> JobSpec:
         from partaware.encoders.registry import select_encoders
 
         try:
-            select_encoders(selectors)
-        except UnknownNameError as e:  # re-raised as ValueError so pydantic names the field
-            raise ValueError(str(e)) from None
-        return selectors
+            select_encoders(self.encoders, zoo=self.zoo)
+        except UnknownNameError as e:
+            raise PydanticCustomError("unknown_encoder", "encoders: {msg}", {"msg": str(e)}) from None
+        return self
 
     def resolved_encoders(self) -> list[str]:
         from partaware.encoders.registry import select_encoders
 
-        return select_encoders(self.encoders)
+        return select_encoders(self.encoders, zoo=self.zoo)
 
 
 def format_validation_error(source: str, err: ValidationError, what: str = "job spec") -> str:
     """One line: ``source: invalid job spec: field.path: problem (got value); ...``."""
     parts = []
     for e in err.errors(include_url=False):
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        loc = ".".join(str(x) for x in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
+        if not loc:  # a model-level check names its own field in the message
+            parts.append(msg)
+            continue
         if e["type"] == "extra_forbidden":
             msg = f"unknown field (valid fields: {_valid_fields(e['loc'], err.title)})"
         elif (

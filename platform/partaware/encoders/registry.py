@@ -1,7 +1,8 @@
 """The encoder registry and the selection grammar used by job specs and ``--encoders``.
 
-Selectors: ``all`` (every registered encoder of the paper's study set), ``family:<family>`` (for
-example ``family:mim``), or encoder names and aliases. Unknown names raise with the valid list.
+Selectors: ``all`` (every registered encoder of the job's *zoo*: ``paper`` for the study's seven,
+``lab`` for the encoders the platform pretrains itself), ``family:<family>`` (within the zoo, for
+example ``family:mim``), or encoder names and aliases (any zoo). Unknown names raise with the valid list.
 Encoder modules register their specs here at import (``register_encoder``); this module imports
 nothing heavy so listing and validation stay cheap.
 """
@@ -16,7 +17,7 @@ from partaware.registry import Registry
 
 FAMILIES = ("supervised", "contrastive", "mim", "contrastive+mim")
 
-#: name -> spec object (any object with ``name``, ``family`` and optional ``in_all`` attributes).
+#: name -> spec object (an ``EncoderSpec``: it has ``name``, ``family`` and ``zoo``).
 ENCODERS: Registry[Any] = Registry("encoder")
 
 
@@ -39,19 +40,19 @@ def _load_builtin_encoders() -> None:
 BUILTIN_ENCODER_MODULES: list[str] = []
 
 
-def select_encoders(selectors: Iterable[str]) -> list[str]:
+def select_encoders(selectors: Iterable[str], *, zoo: str = "paper") -> list[str]:
     """Canonical encoder names for ``all`` / ``family:<f>`` / names, in registry order, deduplicated."""
     _load_builtin_encoders()
     chosen: list[str] = []
     for sel in selectors:
         sel = sel.strip()
         if sel == "all":
-            names = [n for n in ENCODERS.names() if getattr(ENCODERS.get(n), "in_all", True)]
+            names = [n for n in ENCODERS.names() if ENCODERS.get(n).zoo == zoo]
         elif sel.startswith("family:"):
             family = sel.split(":", 1)[1]
             if family not in FAMILIES:
                 raise UnknownNameError("encoder family", family, FAMILIES)
-            names = [n for n in ENCODERS.names() if ENCODERS.get(n).family == family]
+            names = [n for n in ENCODERS.names() if ENCODERS.get(n).family == family and ENCODERS.get(n).zoo == zoo]
         else:
             names = [ENCODERS.resolve(sel)]
         chosen.extend(n for n in names if n not in chosen)
