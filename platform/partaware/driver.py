@@ -2,8 +2,8 @@
 
 A run gets an id and a folder ``<root>/runs/<run-id>/`` holding the resolved spec, per-stage
 records and a summary; ``_SUCCESS`` is written last. Stages are plain functions of a ``RunContext``
-that return a ``StageResult``; later stages (extract, probe/tune, report) are added to ``STAGES``
-as they land. Only stages that exist run: the summary lists exactly what ran.
+that return a ``StageResult``; they live in ``partaware.stages`` (``STAGES``, in order). Only stages
+that exist run: the summary lists exactly what ran.
 """
 
 from __future__ import annotations
@@ -48,27 +48,6 @@ def new_run_id(spec: JobSpec) -> str:
     return f"{spec.name}-{stamp}-{digest}"
 
 
-def stage_prepare(ctx: RunContext) -> StageResult:
-    """Prepare every dataset of the spec (each a no-op when its recipe is already prepared)."""
-    from contextlib import nullcontext
-
-    from partaware.datasets import prepare_dataset
-
-    start, built_any, prepared = time.perf_counter(), False, {}
-    for ref in ctx.spec.datasets:
-        bar = ctx.progress(f"prepare {ref.name}") if ctx.progress else nullcontext(None)
-        with bar as update:
-            ds, built = prepare_dataset(ctx.root, ref.name, source=ref.source, options=ref.options, progress=update)
-        built_any |= built
-        prepared[ref.name] = {"version": ds.version, "rows": ds.info["rows"], "uri": ds.uri, "built": built}
-    detail = ", ".join(f"{n} {p['version']} ({p['rows']} regions)" for n, p in prepared.items())
-    return StageResult("prepare", "ran" if built_any else "cached", time.perf_counter() - start, detail, prepared)
-
-
-#: The stages a job runs, in order.
-STAGES: list[tuple[str, Callable[[RunContext], StageResult]]] = [("prepare", stage_prepare)]
-
-
 def run_job(
     spec: JobSpec,
     *,
@@ -77,6 +56,8 @@ def run_job(
     on_stage: Callable[[StageResult], None] | None = None,
 ) -> tuple[str, list[StageResult]]:
     """Run every stage; returns the run id and the stage results. The run folder records it all."""
+    from partaware.stages import STAGES
+
     root = StorageRoot.open(storage or spec.storage)
     ctx = RunContext(spec=spec, root=root, run_id=new_run_id(spec), progress=progress)
     ctx.run_root.write_bytes(dump_spec(spec).encode(), "spec.yaml")

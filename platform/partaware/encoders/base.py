@@ -38,13 +38,14 @@ class WeightsSource(BaseModel):
     """Where the weights come from and how they become a timm state dict.
 
     ``kind``: ``url`` (official release), ``timm`` (a timm/hub pretrained tag), ``uri`` (any fsspec
-    URI: a pre-staged file or a checkpoint the platform wrote), ``random`` (explicitly random weights;
-    reports label them). ``converter`` names a registered checkpoint converter.
+    URI: a pre-staged file or a checkpoint the platform wrote), ``lab`` (pretrained by the platform's
+    lab under the storage root; ``location`` names the objective), ``random`` (explicitly random
+    weights; reports label them). ``converter`` names a registered checkpoint converter.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["url", "timm", "uri", "random"]
+    kind: Literal["url", "timm", "uri", "lab", "random"]
     location: str = ""
     sha256: str | None = None
     converter: str = "identity"
