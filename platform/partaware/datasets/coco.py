@@ -114,7 +114,7 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
             if image_id not in image_recs:
                 conv.error(ann_file, record, "unreadable-annotation", f"unknown image_id {image_id}")
                 continue
-            if chosen:
+            if len(chosen) >= opts.min_keypoints_per_person:  # others can never count: skip their image early
                 persons.setdefault(image_id, []).append((ann, chosen))
         for image_id in sorted(persons):
             work.append((split, folder, ann_file, image_recs[image_id], persons[image_id]))
