@@ -76,8 +76,12 @@ class Conversion:
     done: int = 0
     stats: dict[str, int] = field(default_factory=dict)
 
-    def error(self, file: str, record: Any, kind: str, message: str) -> None:
+    bad: set = field(default_factory=set)
+
+    def error(self, file: str, record: Any, kind: str, message: str, *, item: Any = None) -> None:
+        """Record a bad record; ``item`` groups several errors into one bad record (default: file + record)."""
         self.build.add_error(file, record, message, kind=kind)
+        self.bad.add(item if item is not None else (file, str(record)))
 
     def tick(self, n: int = 1) -> None:
         self.done += n
@@ -139,8 +143,8 @@ def run_conversion(
         with DatasetBuild(root, name, recipe) as build:
             conv = Conversion(name, src, build, options, max(1, workers or 2), progress)
             rows, info = body(conv)
-            build.check_error_rate(conv.records, options.max_error_rate)
-            info = {**info, "source": src.uri, "records": conv.records, **conv.stats}
+            build.check_error_rate(conv.records, options.max_error_rate, bad=len(conv.bad))
+            info = {**info, "source": src.uri, "records": conv.records, "bad_records": len(conv.bad), **conv.stats}
             return build.publish(rows, info), True
 
 

@@ -128,19 +128,21 @@ class DatasetBuild:
     def errors_table(self) -> pa.Table:
         return errors_table(self.errors)
 
-    def check_error_rate(self, records: int, max_rate: float) -> None:
+    def check_error_rate(self, records: int, max_rate: float, *, bad: int | None = None) -> None:
         """Fail (``DatasetError`` with a summary) if more than ``max_rate`` of ``records`` were bad.
 
+        ``bad`` counts bad records (several errors may name one record); default: one per error.
         The failed build's errors table is kept at ``datasets/<name>/_errors/<recipe-key>.parquet``.
         """
-        if not self.errors or len(self.errors) <= max_rate * max(records, 1):
+        bad = len(self.errors) if bad is None else bad
+        if not self.errors or bad <= max_rate * max(records, 1):
             return
         where = self.root.write_bytes(
             table_to_parquet_bytes(self.errors_table()), "datasets", self.name, FAILED, f"{self.key}.parquet"
         )
         raise DatasetError(
-            f"{self.name}: {len(self.errors)} bad records out of {records} "
-            f"({len(self.errors) / max(records, 1):.1%} > max_error_rate {max_rate:.1%}); nothing was published.\n"
+            f"{self.name}: {bad} bad records out of {records} "
+            f"({bad / max(records, 1):.1%} > max_error_rate {max_rate:.1%}); nothing was published.\n"
             f"{error_summary(self.errors)}\n  full list: {where}"
         )
 
