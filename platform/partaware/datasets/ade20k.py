@@ -14,6 +14,8 @@ otherwise they are named by id (``part-001``) and ``dataset.json`` says so.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from partaware.datasets.convert import (
@@ -53,7 +55,7 @@ ADE20K_150_CLASSES = (
 
 @register_options_model
 class LabelMapOptions(ConverterOptions):
-    splits: list[str] | None = Field(None, description="splits to convert (default: every split found)")
+    splits: list[Literal["train", "val"]] | None = Field(None, description="splits to convert (default: every split found)")
     class_names: list[str] | None = Field(None, description="class names in id order (1..K)")
     classes_file: str | None = Field(None, description="text file in the source, one class name per line")
 
