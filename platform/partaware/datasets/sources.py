@@ -96,7 +96,7 @@ class Source:
         """The bytes of one file; ``FileNotFoundError`` (naming it) if it is not in the source."""
         relpath = safe_relpath(relpath)
         if relpath not in self._listing:
-            raise FileNotFoundError(f"{self.uri}: no file {relpath!r}")
+            raise FileNotFoundError(f"no file {relpath!r} in the source")
         return self.fs.cat_file(posixpath.join(self.base, relpath) if self.base else relpath)
 
     def read_text(self, relpath: str) -> str:

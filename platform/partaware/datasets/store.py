@@ -165,6 +165,8 @@ class DatasetBuild:
             "recipe": self.recipe,
             "recipe_key": self.key,
             "rows": table.num_rows,
+            "images": len(set(table.column("image_id").to_pylist())),
+            "regions_per_level": dict(sorted(Counter(table.column("level").to_pylist()).items())),
             "files": len(self.checksums),
             "bytes": sum(os.path.getsize(os.path.join(self.staging, p)) for p in self.checksums),
             "errors": self.errors[:MAX_ERRORS_IN_INFO],
@@ -254,7 +256,7 @@ def error_summary(errors: list[Mapping[str, Any]], *, examples: int = 5) -> str:
     kinds = Counter(e.get("kind", "error") for e in errors)
     lines = ["  " + ", ".join(f"{k}: {n}" for k, n in kinds.most_common())]
     for e in errors[:examples]:
-        record = f" [{e['row']}]" if e.get("row") is not None else ""
+        record = f", {e['row']}" if e.get("row") is not None else ""
         lines.append(f"  {e['file']}{record}: {e['error']}")
     if len(errors) > examples:
         lines.append(f"  ... and {len(errors) - examples} more")
