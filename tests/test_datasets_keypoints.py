@@ -43,7 +43,10 @@ def make_cub(tmp_path, *, corrupt_line=True):
     write(root / "train_test_split.txt", "1 1\n2 0\n3 1\n4 0\n")
     write(root / "classes.txt", "1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n")
     write(root / "image_class_labels.txt", "1 1\n2 1\n3 2\n4 2\n")
-    write(root / "bounding_boxes.txt", "1 60.0 27.0 125.0 104.0\n2 10.0 20.0 30.0 40.0\n3 0.0 0.0 300.0 200.0\n4 1 1 2 2\n")
+    write(
+        root / "bounding_boxes.txt",
+        "1 60.0 27.0 125.0 104.0\n2 10.0 20.0 30.0 40.0\n3 0.0 0.0 300.0 200.0\n4 1 1 2 2\n",
+    )
     write(root / "parts" / "parts.txt", "".join(f"{i} {n}\n" for i, n in enumerate(CUB_PARTS, 1)))
     visible = {
         # image 1: right eye and right leg 60 apart; left wing at (10, 10) is 98.49 from the eye
@@ -235,8 +238,10 @@ def test_coco_pools_persons_and_applies_the_annotation_id_quirk(store, tmp_path)
         "train2017/2/21/kp16": ("left_ankle", 2, (113.0, 373.0, 167.0, 427.0)),
     }
     row = regions(prepared)["train2017/1/10/kp01"]
-    assert row["split"] == "train" and row["object_label"] == "person" and row["image_uri"] == (
-        "images/train2017/000000000001.jpg"
+    assert (
+        row["split"] == "train"
+        and row["object_label"] == "person"
+        and row["image_uri"] == ("images/train2017/000000000001.jpg")
     )
     errors = {(e["kind"], e["record"]) for e in prepared.errors().to_pylist()}
     assert errors == {
@@ -254,5 +259,10 @@ def test_coco_person_boxes_and_split_choice(store, tmp_path):
     rows = regions(prepared)
     assert {r["split"] for r in rows.values()} == {"train"}
     persons = sorted(k for k, r in rows.items() if r["level"] == "object")
-    assert persons == ["train2017/1/10/person", "train2017/1/11/person", "train2017/2/20/person", "train2017/2/21/person"]
+    assert persons == [
+        "train2017/1/10/person",
+        "train2017/1/11/person",
+        "train2017/2/20/person",
+        "train2017/2/21/person",
+    ]
     assert rows["train2017/1/10/person"]["box"] == [10.0, 20.0, 110.0, 220.0]

@@ -84,7 +84,9 @@ def test_partimagenet_parts_masks_and_label_maps(store, tmp_path):
     second = rows["train/n01440764_10029/part002"]
     assert second["mask_uri"] == fin["mask_uri"] and int((instances == second["mask_index"]).sum()) == 5 * 20
     # the part label map: category index + 1, a later polygon over an earlier one
-    semantic = np.asarray(Image.open(io.BytesIO(prepared.root.read_bytes(rows["val/n02085620_123/part001"]["label_map_uri"]))))  # noqa: E501
+    semantic = np.asarray(
+        Image.open(io.BytesIO(prepared.root.read_bytes(rows["val/n02085620_123/part001"]["label_map_uri"])))
+    )  # noqa: E501
     assert semantic[0, 0] == 1 and semantic[20, 20] == 2 and semantic[9, 9] == 1 and semantic[10, 10] == 2
     obj = rows["val/n02085620_123/object"]
     assert (obj["label"], obj["level"], obj["box"], obj["sample_rule"]) == ("Quadruped", "object", None, "whole-image")

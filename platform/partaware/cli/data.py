@@ -117,4 +117,6 @@ def print_summary(summary: DatasetSummary, *, max_classes: int = 40) -> None:
     if summary.examples:
         lines = [escape(f"  {e['file']} [{e['record']}]: {e['message']}") for e in summary.examples]
         more = f"\n  ... see {ERRORS_FILE} in the version folder" if errors > len(summary.examples) else ""
-        console.print(f"[yellow]skipped bad records[/yellow] (first {len(lines)}):\n" + "\n".join(lines) + more, highlight=False)  # noqa: E501
+        console.print(
+            f"[yellow]skipped bad records[/yellow] (first {len(lines)}):\n" + "\n".join(lines) + more, highlight=False
+        )  # noqa: E501

@@ -31,7 +31,10 @@ from partaware.spec import register_options_model
 from partaware.storage import StorageRoot
 
 CONVERTER_VERSION = "ade20k-1"
-CHALLENGE_LAYOUT = {"train": ("images/training", "annotations/training"), "val": ("images/validation", "annotations/validation")}  # fmt: skip
+CHALLENGE_LAYOUT = {
+    "train": ("images/training", "annotations/training"),
+    "val": ("images/validation", "annotations/validation"),
+}
 PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
 
 ADE20K_150_CLASSES = (
@@ -55,7 +58,9 @@ ADE20K_150_CLASSES = (
 
 @register_options_model
 class LabelMapOptions(ConverterOptions):
-    splits: list[Literal["train", "val"]] | None = Field(None, description="splits to convert (default: every split found)")
+    splits: list[Literal["train", "val"]] | None = Field(
+        None, description="splits to convert (default: every split found)"
+    )
     class_names: list[str] | None = Field(None, description="class names in id order (1..K)")
     classes_file: str | None = Field(None, description="text file in the source, one class name per line")
 
@@ -65,14 +70,20 @@ def prepare_ade20k(root: StorageRoot, *, source=None, options=None, workers=None
 
 
 def prepare_ade20k_part(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(root, "ade20k-part", "part", 209, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress)  # fmt: skip
+    return _prepare(
+        root, "ade20k-part", "part", 209, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress
+    )
 
 
 def prepare_ade20k_object(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(root, "ade20k-object", "object", 59, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress)  # fmt: skip
+    return _prepare(
+        root, "ade20k-object", "object", 59, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress
+    )
 
 
-def _prepare(root, name, level, num_classes, layouts, source, options, workers, progress) -> tuple[PreparedDataset, bool]:
+def _prepare(
+    root, name, level, num_classes, layouts, source, options, workers, progress
+) -> tuple[PreparedDataset, bool]:
     opts = parse_options(LabelMapOptions, name, options)
 
     def body(conv: Conversion):

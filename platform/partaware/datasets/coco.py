@@ -100,7 +100,8 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
         for i, ann in enumerate(annotations):
             record = f"annotation {ann.get('id', f'#{i}')}" if isinstance(ann, dict) else f"annotation #{i}"
             try:
-                kps, image_id, ann_id = ann["keypoints"], ann["image_id"], ann["id"]
+                kps, image_id = ann["keypoints"], ann["image_id"]
+                int(ann["id"])  # an annotation without an id cannot be named in distances
                 if len(kps) != 3 * len(KEYPOINT_NAMES):
                     raise ValueError(f"keypoints has {len(kps)} values, expected {3 * len(KEYPOINT_NAMES)}")
                 chosen = [

@@ -38,7 +38,9 @@ PAPER_KEYPOINTS = (11, 12, 9, 14)
 
 @register_options_model
 class CubOptions(ConverterOptions):
-    keypoints: list[int] = Field(list(PAPER_KEYPOINTS), min_length=1, description="1-based CUB part ids, in class order")
+    keypoints: list[int] = Field(
+        list(PAPER_KEYPOINTS), min_length=1, description="1-based CUB part ids, in class order"
+    )
     patch_rule: Literal["code", "paper"] = Field("code", description="code: official loader; paper: d x d crop")
     object_samples: Literal["box", "whole-image", "none"] = Field("box", description="object-level rows per image")
 
@@ -86,7 +88,10 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
             images[int(f[0])] = f[1].strip()
         except (ValueError, IndexError):
             conv.error(j("images.txt"), f"line {n}", "unreadable-annotation", f"expected '<id> <path>', got {f}")
-    split = {int(f[0]): ("train" if f[1].strip() == "1" else "test") for _, f in _table(conv, base, "train_test_split.txt", 2)}
+    split = {
+        int(f[0]): ("train" if f[1].strip() == "1" else "test")
+        for _, f in _table(conv, base, "train_test_split.txt", 2)
+    }
     classes = {int(f[0]): re.sub(r"^\d+\.", "", f[1].strip()) for _, f in _table(conv, base, "classes.txt", 2)}
     image_class = {int(f[0]): int(f[1]) for _, f in _table(conv, base, "image_class_labels.txt", 2)}
     part_names = {int(f[0]): f[1].strip() for _, f in _table(conv, base, "parts/parts.txt", 2)}
@@ -113,7 +118,9 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
             continue
         if visible and part_id in wanted:
             if image_id not in images:
-                conv.error(j("parts/part_locs.txt"), f"line {n}", "unreadable-annotation", f"unknown image id {image_id}")
+                conv.error(
+                    j("parts/part_locs.txt"), f"line {n}", "unreadable-annotation", f"unknown image id {image_id}"
+                )
                 continue
             keypoints.setdefault(image_id, []).append((part_id, x, y, n))
 

@@ -32,7 +32,9 @@ CONVERTER_VERSION = "imagenet-1"
 
 @register_options_model
 class ImageNetOptions(ConverterOptions):
-    splits: list[Literal["train", "val"]] = Field(["train", "val"], min_length=1, description="split folders to read (those present)")
+    splits: list[Literal["train", "val"]] = Field(
+        ["train", "val"], min_length=1, description="split folders to read (those present)"
+    )
     max_per_class: int | None = Field(None, ge=1, description="first N images per class and split (sorted names)")
 
 

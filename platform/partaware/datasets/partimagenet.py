@@ -42,7 +42,9 @@ CONVERTER_VERSION = "partimagenet-1"
 
 @register_options_model
 class PartImageNetOptions(ConverterOptions):
-    splits: list[Literal["train", "val", "test"]] = Field(["train", "val", "test"], min_length=1, description="JSON files <split>.json to read")
+    splits: list[Literal["train", "val", "test"]] = Field(
+        ["train", "val", "test"], min_length=1, description="JSON files <split>.json to read"
+    )
 
 
 def prepare_partimagenet(
@@ -152,7 +154,13 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
         image_uri = conv.build.add_file(f"images/{split}/{posixpath.basename(path)}", image.data)
         map_uri = conv.build.add_file(f"labels/part/{split}/{stem}.png", encode_png(np.asarray(semantic)))
         mask_uri = conv.build.add_file(f"masks/{split}/{stem}.png", encode_png(np.asarray(instance)))
-        common = {"image_id": stem, "image_uri": image_uri, "width": image.width, "height": image.height, "split": split}
+        common = {
+            "image_id": stem,
+            "image_uri": image_uri,
+            "width": image.width,
+            "height": image.height,
+            "split": split,
+        }
         obj_supers = {str(categories[cid].get("supercategory", "")) for _, cid, _ in parts}
         obj = obj_supers.pop() if len(obj_supers) == 1 else None
         for k, cid, box in parts:

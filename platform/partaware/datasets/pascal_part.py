@@ -48,7 +48,21 @@ from partaware.storage import StorageRoot, filesystem_for
 
 CONVERTER_VERSION = "pascal-part-1"
 PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
-_VEHICLE_SIDES = ("frontside", "leftside", "rightside", "backside", "roofside", "leftmirror", "rightmirror", "fliplate", "bliplate", "door", "wheel", "headlight", "window")  # fmt: skip
+_VEHICLE_SIDES = (
+    "frontside",
+    "leftside",
+    "rightside",
+    "backside",
+    "roofside",
+    "leftmirror",
+    "rightmirror",
+    "fliplate",
+    "bliplate",
+    "door",
+    "wheel",
+    "headlight",
+    "window",
+)
 _QUADRUPED_HEAD = ("head", "leye", "reye", "lear", "rear")
 _HOOFED_LEGS = ("lfuleg", "lflleg", "rfuleg", "rflleg", "lbuleg", "lblleg", "rbuleg", "rblleg")
 _PAWED_LEGS = ("lfleg", "lfpa", "rfleg", "rfpa", "lbleg", "lbpa", "rbleg", "rbpa")
@@ -56,7 +70,21 @@ _PAWED_LEGS = ("lfleg", "lfpa", "rfleg", "rfpa", "lbleg", "lbpa", "rbleg", "rbpa
 PARTS: dict[str, tuple[str, ...]] = {
     "aeroplane": ("body", "stern", "lwing", "rwing", "tail", "engine", "wheel"),
     "bicycle": ("fwheel", "bwheel", "saddle", "handlebar", "chainwheel", "headlight"),
-    "bird": ("head", "leye", "reye", "beak", "torso", "neck", "lwing", "rwing", "lleg", "lfoot", "rleg", "rfoot", "tail"),  # fmt: skip
+    "bird": (
+        "head",
+        "leye",
+        "reye",
+        "beak",
+        "torso",
+        "neck",
+        "lwing",
+        "rwing",
+        "lleg",
+        "lfoot",
+        "rleg",
+        "rfoot",
+        "tail",
+    ),  # fmt: skip
     "bottle": ("cap", "body"),
     "bus": _VEHICLE_SIDES,
     "car": _VEHICLE_SIDES,
@@ -66,12 +94,48 @@ PARTS: dict[str, tuple[str, ...]] = {
     "horse": (*_QUADRUPED_HEAD, "muzzle", "lfho", "rfho", "lbho", "rbho", "torso", "neck", *_HOOFED_LEGS, "tail"),
     "motorbike": ("fwheel", "bwheel", "handlebar", "saddle", "headlight"),
     "person": (
-        "head", "leye", "reye", "lear", "rear", "lebrow", "rebrow", "nose", "mouth", "hair", "torso", "neck",
-        "llarm", "luarm", "lhand", "rlarm", "ruarm", "rhand", "llleg", "luleg", "lfoot", "rlleg", "ruleg", "rfoot",
+        "head",
+        "leye",
+        "reye",
+        "lear",
+        "rear",
+        "lebrow",
+        "rebrow",
+        "nose",
+        "mouth",
+        "hair",
+        "torso",
+        "neck",
+        "llarm",
+        "luarm",
+        "lhand",
+        "rlarm",
+        "ruarm",
+        "rhand",
+        "llleg",
+        "luleg",
+        "lfoot",
+        "rlleg",
+        "ruleg",
+        "rfoot",
     ),  # fmt: skip
     "pottedplant": ("pot", "plant"),
     "sheep": (*_QUADRUPED_HEAD, "muzzle", "lhorn", "rhorn", "torso", "neck", *_HOOFED_LEGS, "tail"),
-    "train": ("head", "hfrontside", "hleftside", "hrightside", "hbackside", "hroofside", "headlight", "coach", "cfrontside", "cleftside", "crightside", "cbackside", "croofside"),  # fmt: skip
+    "train": (
+        "head",
+        "hfrontside",
+        "hleftside",
+        "hrightside",
+        "hbackside",
+        "hroofside",
+        "headlight",
+        "coach",
+        "cfrontside",
+        "cleftside",
+        "crightside",
+        "cbackside",
+        "croofside",
+    ),  # fmt: skip
     "tvmonitor": ("screen",),
 }
 OBJECT_CLASSES: tuple[str, ...] = tuple(PARTS)  # the 16 VOC classes that have parts
@@ -142,7 +206,11 @@ def _convert(conv: Conversion, level: str) -> tuple[list[dict], dict]:
     if img_dir is None:
         raise DatasetError(f"{conv.name}: {conv.source.uri} has Annotations_Part/ but no JPEGImages/ (VOC2010)")
     splits = _read_splits(conv)
-    mats = {posixpath.splitext(posixpath.basename(f))[0]: f for f in files if f.startswith(ann_dir + "/") and f.endswith(".mat")}  # fmt: skip
+    mats = {
+        posixpath.splitext(posixpath.basename(f))[0]: f
+        for f in files
+        if f.startswith(ann_dir + "/") and f.endswith(".mat")
+    }
     work = [(stem, splits[stem]) for stem in sorted(mats) if stem in splits]
     conv.stats["unsplit_annotations"] = len(mats) - len(work)
     conv.total = len(work)
@@ -170,7 +238,12 @@ def _convert(conv: Conversion, level: str) -> tuple[list[dict], dict]:
             conv.error(mats[stem], stem, "unreadable-annotation", f"cannot read Annotations_Part struct: {e}")
             continue
         if label_map.shape != (image.height, image.width):
-            conv.error(mats[stem], stem, "label-map-size", f"masks are {label_map.shape[::-1]}, image is {(image.width, image.height)}")  # fmt: skip
+            conv.error(
+                mats[stem],
+                stem,
+                "label-map-size",
+                f"masks are {label_map.shape[::-1]}, image is {(image.width, image.height)}",
+            )
             continue
         for record, message in unknown:
             conv.error(mats[stem], record, "unknown-part", message, item=stem)
@@ -227,10 +300,14 @@ def render_label_map(
         for j, (name, mask) in enumerate(obj["parts"], start=1):
             key = _SUFFIX.sub("", name) if strip_suffix else name
             if key not in ids:
-                unknown.append((f"objects({k}).parts({j})", f"part {name!r} of class {obj['class']!r} is not in the mapping"))  # fmt: skip
+                unknown.append(
+                    (f"objects({k}).parts({j})", f"part {name!r} of class {obj['class']!r} is not in the mapping")
+                )
                 continue
             if mask.shape != shape:
-                raise _PartError("unreadable-annotation", f"objects({k}).parts({j})", f"mask shape {mask.shape} != {shape}")  # fmt: skip
+                raise _PartError(
+                    "unreadable-annotation", f"objects({k}).parts({j})", f"mask shape {mask.shape} != {shape}"
+                )
             out[mask > 0] = ids[key]
     return out, unknown
 
@@ -269,7 +346,9 @@ def _read_splits(conv: Conversion) -> dict[str, str]:
     for split, rel in conv.options.image_sets.items():
         hits = [f for f in conv.source.files() if f == rel or f.endswith("/" + rel)]
         if not hits:
-            raise DatasetError(f"{conv.name}: {conv.source.uri} has no {rel} (the VOC2010 {split} list); set image_sets")
+            raise DatasetError(
+                f"{conv.name}: {conv.source.uri} has no {rel} (the VOC2010 {split} list); set image_sets"
+            )
         for line in conv.source.read_text(min(hits, key=len)).split():
             splits.setdefault(line.strip(), split)
     return splits

@@ -70,9 +70,7 @@ def nearest_distances(keypoints: Sequence[Keypoint]) -> np.ndarray:
     grouped = {k.group is not None for k in keypoints}
     if len(grouped) > 1:
         raise ValueError("either every keypoint has a group (COCO annotation id) or none has")
-    coords = np.array(
-        [(k.x, k.y, k.group) if k.group is not None else (k.x, k.y) for k in keypoints], dtype=np.float64
-    )
+    coords = np.array([(k.x, k.y, k.group) if k.group is not None else (k.x, k.y) for k in keypoints], dtype=np.float64)
     dist = np.sqrt(((coords[:, None] - coords[None]) ** 2).sum(axis=2))
     dist[dist == 0] = ZERO_DISTANCE
     return dist.min(axis=1)
