@@ -120,10 +120,15 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
         return path, load_image(conv.source, path, decode=opts.decode_images)
 
     rows = []
+    seen: set[tuple[str, str]] = set()
     for (split, json_file, rec, anns), result in conv.map(load, work):
         conv.records += 1
         conv.tick()
         stem = posixpath.splitext(posixpath.basename(rec["file_name"]))[0]
+        if (split, stem) in seen:
+            conv.error(json_file, f"image {rec.get('id')}", "unreadable-annotation", f"duplicate image {stem!r}")
+            continue
+        seen.add((split, stem))
         if isinstance(result, Exception):
             conv.error(rec["file_name"], f"image {rec.get('id')}", image_error_kind(result), str(result), item=stem)
             continue
