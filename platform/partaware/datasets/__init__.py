@@ -49,6 +49,15 @@ register_dataset(
 )
 
 _SEG = ("segmentation",)
+_ALIASES = {  # the names the paper's tables use
+    "cub": ("cub-200-2011",),
+    "coco": ("coco-keypoints",),
+    "ade20k": ("ade20k-150",),
+    "ade20k-part": ("ade20k-part-209",),
+    "ade20k-object": ("ade20k-object-59",),
+    "pascal-part": ("pascal-part-193",),
+    "pascal-object": ("pascal-object-16",),
+}
 _PATCH_TASKS = ("retrieval", "linear", "attentive", "knn")
 for _entry in (
     DatasetEntry(
@@ -132,7 +141,7 @@ for _entry in (
         prepare="partaware.datasets.imagenet:prepare_imagenet",
     ),
 ):
-    register_dataset(_entry)
+    register_dataset(_entry, aliases=_ALIASES.get(_entry.name, ()))
 
 
 def prepare_dataset(
