@@ -134,12 +134,16 @@ def test_cub_fails_above_the_error_rate_with_a_summary(store, tmp_path):
 
 def test_cub_paper_rule_and_whole_image_objects(store, tmp_path):
     src = make_cub(tmp_path)
+    with open(src / "CUB_200_2011" / "image_class_labels.txt", "a") as f:
+        f.write("5 two\n")  # a corrupt line in a small table: an error row, not a crash
     opts = {"max_error_rate": 0.9, "patch_rule": "paper", "object_samples": "whole-image"}
     prepared, _ = prepare_dataset(store, "cub", source=str(src), options=opts)
     rows = regions(prepared)
     assert tuple(rows["1/kp11"]["box"]) == (70.0, 20.0, 130.0, 80.0)  # d x d = 60 x 60
     assert rows["1/kp11"]["sample_rule"] == "keypoint-paper"
     assert rows["1/object"]["box"] is None and rows["1/object"]["sample_rule"] == "whole-image"
+    bad_line = [e for e in prepared.errors().to_pylist() if e["file"].endswith("image_class_labels.txt")]
+    assert [(e["kind"], e["record"]) for e in bad_line] == [("unreadable-annotation", "line 5")]
 
 
 def test_cub_from_a_tar_archive_gives_the_same_version(store, tmp_path):

@@ -62,7 +62,7 @@ def prepare_cub(
 
 
 def _table(conv: Conversion, base: str, name: str, ncols: int) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of a whitespace-separated file; the last field keeps its spaces if ncols < 0."""
+    """(line number, fields) of a whitespace-separated file; with ``ncols`` > 0 the last field keeps its spaces."""
     rel = posixpath.join(base, name) if base else name
     try:
         text = conv.source.read_text(rel)
@@ -77,24 +77,32 @@ def _table(conv: Conversion, base: str, name: str, ncols: int) -> list[tuple[int
     return out
 
 
+def _mapping(conv: Conversion, base: str, name: str, parse) -> dict:
+    """``{key: value}`` from ``<id> <rest>`` lines; a line ``parse`` rejects is an error row, not a crash."""
+    out = {}
+    for n, fields in _table(conv, base, name, 2):
+        try:
+            key, value = parse(fields)
+        except (ValueError, IndexError, KeyError):
+            rel = posixpath.join(base, name) if base else name
+            conv.error(rel, f"line {n}", "unreadable-annotation", f"cannot parse {' '.join(fields)!r}")
+            continue
+        out[key] = value
+    return out
+
+
 def _convert(conv: Conversion) -> tuple[list[dict], dict]:
     opts: CubOptions = conv.options
     base = conv.source.locate("parts/part_locs.txt")
     j = lambda *p: posixpath.join(base, *p) if base else posixpath.join(*p)  # noqa: E731
 
-    images: dict[int, str] = {}
-    for n, f in _table(conv, base, "images.txt", 2):
-        try:
-            images[int(f[0])] = f[1].strip()
-        except (ValueError, IndexError):
-            conv.error(j("images.txt"), f"line {n}", "unreadable-annotation", f"expected '<id> <path>', got {f}")
-    split = {
-        int(f[0]): ("train" if f[1].strip() == "1" else "test")
-        for _, f in _table(conv, base, "train_test_split.txt", 2)
-    }
-    classes = {int(f[0]): re.sub(r"^\d+\.", "", f[1].strip()) for _, f in _table(conv, base, "classes.txt", 2)}
-    image_class = {int(f[0]): int(f[1]) for _, f in _table(conv, base, "image_class_labels.txt", 2)}
-    part_names = {int(f[0]): f[1].strip() for _, f in _table(conv, base, "parts/parts.txt", 2)}
+    images = _mapping(conv, base, "images.txt", lambda f: (int(f[0]), f[1].strip()))
+    split = _mapping(
+        conv, base, "train_test_split.txt", lambda f: (int(f[0]), {"1": "train", "0": "test"}[f[1].strip()])
+    )
+    classes = _mapping(conv, base, "classes.txt", lambda f: (int(f[0]), re.sub(r"^\d+\.", "", f[1].strip())))
+    image_class = _mapping(conv, base, "image_class_labels.txt", lambda f: (int(f[0]), int(f[1])))
+    part_names = _mapping(conv, base, "parts/parts.txt", lambda f: (int(f[0]), f[1].strip()))
     unknown = [k for k in opts.keypoints if k not in part_names]
     if unknown:
         raise DatasetError(f"cub: keypoints {unknown} are not in parts/parts.txt (valid: {sorted(part_names)})")
