@@ -136,7 +136,7 @@ def test_cub_paper_rule_and_whole_image_objects(store, tmp_path):
     src = make_cub(tmp_path)
     with open(src / "CUB_200_2011" / "image_class_labels.txt", "a") as f:
         f.write("5 two\n")  # a corrupt line in a small table: an error row, not a crash
-    opts = {"max_error_rate": 0.9, "patch_rule": "paper", "object_samples": "whole-image"}
+    opts = {"max_error_rate": 1.0, "patch_rule": "paper", "object_samples": "whole-image"}
     prepared, _ = prepare_dataset(store, "cub", source=str(src), options=opts)
     rows = regions(prepared)
     assert tuple(rows["1/kp11"]["box"]) == (70.0, 20.0, 130.0, 80.0)  # d x d = 60 x 60
