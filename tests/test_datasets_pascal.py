@@ -153,3 +153,17 @@ def test_pascal_without_split_lists_is_a_clear_error(store, tmp_path):
 
     with pytest.raises(DatasetError, match="ImageSets/Main/val.txt"):
         prepare_dataset(store, "pascal-part", source=str(src))
+
+
+def test_pascal_processed_png_layout_is_taken_as_is(store, tmp_path):
+    root = tmp_path / "src" / "pascal_part"
+    write(root / "img" / "val" / "2008_000009.jpg", jpeg())
+    labels = np.zeros((H, W), dtype=np.uint8)
+    labels[:, :5] = 193
+    buf = io.BytesIO()
+    Image.fromarray(labels).save(buf, format="PNG")
+    write(root / "ann" / "val" / "2008_000009.png", buf.getvalue())
+    prepared, _ = prepare_dataset(store, "pascal-part", source=str(tmp_path / "src"))
+    got, row = stored_map(prepared, "val/2008_000009")
+    assert np.array_equal(got, labels) and row["split"] == "val"
+    assert prepared.info["label_maps"]["num_classes"] == 193
