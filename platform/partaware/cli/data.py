@@ -77,7 +77,9 @@ def data_prepare(
     image_size: int = typer.Option(None, help="synthetic: image side in pixels (default 224)."),
     seed: int = typer.Option(None, help="synthetic: generator seed (default 0)."),
     sets: list[str] = typer.Option([], "--set", help="Converter option KEY=VALUE (repeatable)."),
-    workers: int = typer.Option(None, help="Local processes for rendering/decoding (default: cores, max 4)."),
+    workers: int = typer.Option(
+        None, help="synthetic: local processes (default: cores, max 4); real datasets: reader threads (default 2)."
+    ),
 ) -> None:
     """Prepare a dataset under the storage root (idempotent: a prepared recipe is not redone)."""
     name = DATASETS.resolve(name)

@@ -74,7 +74,7 @@ class Conversion:
     records: int = 0
     total: int = 0
     done: int = 0
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)  # extra numbers for dataset.json
 
     bad: set = field(default_factory=set)
 
