@@ -15,7 +15,13 @@ from typing import Any
 import torch
 
 from partaware.encoders.base import EncoderSpec, LoadedEncoder, load_strict, state_dict_digest
-from partaware.encoders.registry import CONVERTERS, ENCODERS, HEAD_BUILDERS, _load_builtin_encoders
+from partaware.encoders.registry import (  # noqa: F401  (_identity re-exported)
+    CONVERTERS,
+    ENCODERS,
+    HEAD_BUILDERS,
+    _identity,
+    _load_builtin_encoders,
+)
 from partaware.encoders.weights import read_checkpoint, resolve_timm, resolve_url
 from partaware.errors import SpecError
 from partaware.storage import StorageRoot
@@ -32,16 +38,6 @@ __all__ = [
 ]
 
 StateDict = dict[str, torch.Tensor]
-
-
-def _identity(checkpoint: dict[str, Any]) -> tuple[StateDict, StateDict | None]:
-    """A timm state dict as is; a ``{"model": ..., "head": ...}`` container is unwrapped."""
-    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
-        return checkpoint["model"], checkpoint.get("head")
-    return checkpoint, None
-
-
-CONVERTERS.register("identity", _identity)
 
 
 def build_model(spec: EncoderSpec) -> torch.nn.Module:

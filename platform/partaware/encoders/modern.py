@@ -29,7 +29,7 @@ def _timm(name, aliases, family, tag, description, *, mean=None, std=None, arch_
             zoo="modern",
             arch=tag,
             arch_kwargs=arch_kwargs or {},
-            weights=WeightsSource(kind="timm", location=tag),
+            weights=WeightsSource(kind="timm", location=tag, filename="model.safetensors"),  # the hub file
             description=description,
             **extra,
         )

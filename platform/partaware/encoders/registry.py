@@ -37,6 +37,16 @@ CONVERTERS: Registry[Callable[[dict[str, Any]], tuple[StateDict, StateDict | Non
 HEAD_BUILDERS: Registry[Callable[..., Any]] = Registry("projection head")
 
 
+def _identity(checkpoint: dict[str, Any]) -> tuple[StateDict, StateDict | None]:
+    """A timm state dict as is; a ``{"model": ..., "head": ...}`` container is unwrapped."""
+    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        return checkpoint["model"], checkpoint.get("head")
+    return checkpoint, None
+
+
+CONVERTERS.register("identity", _identity)
+
+
 def register_encoder(spec: Any, *, aliases: Iterable[str] = ()) -> Any:
     """Register ``spec`` under its name and aliases (``spec.aliases`` plus ``aliases``).
 
@@ -65,6 +75,9 @@ def aliases_of(name: str) -> list[str]:
 def register_custom_encoders(specs: Iterable[Any]) -> list[str]:
     """Register user encoders (from Python or a job spec's ``custom_encoders``); returns their names."""
     _load_builtin_encoders()  # builtin names first, so a clash is caught whichever is used first
+    specs = list(specs)
+    for spec in specs:
+        CONVERTERS.resolve(spec.weights.converter)  # unknown converter: the error lists the valid ones
     return [register_encoder(spec).name for spec in specs]
 
 
