@@ -49,7 +49,9 @@ def _rand(g: torch.Generator, *shape: int, std: float = 0.05) -> torch.Tensor:
 
 def sincos_table(dim: int, grid: int, temperature: float = 10000.0) -> torch.Tensor:
     """MoCo v3 / CAE-style 2-D sin-cos position table with a zero CLS row: 1 x (1 + grid^2) x dim."""
-    gw, gh = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij")
+    gw, gh = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
     omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
     ow, oh = gw.flatten()[:, None] * omega, gh.flatten()[:, None] * omega
     table = torch.cat([ow.sin(), ow.cos(), oh.sin(), oh.cos()], dim=1)
@@ -115,7 +117,8 @@ def _prefixed(prefix: str, state: StateDict) -> StateDict:
 def moco_projector(g: torch.Generator, d_in: int, hidden: int, out: int) -> StateDict:
     """MoCo v3 ``_build_mlp(3, d_in, hidden, out)``: Linear/BN/ReLU x2, Linear, BN(affine=False); no biases."""
     s: StateDict = {}
-    for idx, (i, o, affine) in zip((0, 3, 6), ((d_in, hidden, True), (hidden, hidden, True), (hidden, out, False))):
+    layers = ((0, d_in, hidden, True), (3, hidden, hidden, True), (6, hidden, out, False))
+    for idx, i, o, affine in layers:
         s[f"{idx}.weight"] = _rand(g, o, i, std=0.2)
         bn = idx + 1
         if affine:
@@ -171,7 +174,13 @@ def fab_dino(d: Dims, seed: int = 0, *, head_dims: tuple[int, int, int] = (48, 1
     g = torch.Generator().manual_seed(seed)
     teacher = {**_prefixed("backbone.", official_vit(d, g)), **_prefixed("head.", dino_head(g, d.dim, *head_dims))}
     student = {"module." + k: torch.zeros_like(v) for k, v in teacher.items()}
-    return {"student": student, "teacher": teacher, "epoch": 400, "args": _args(), "dino_loss": {"center": torch.zeros(1, head_dims[2])}}
+    return {
+        "student": student,
+        "teacher": teacher,
+        "epoch": 400,
+        "args": _args(),
+        "dino_loss": {"center": torch.zeros(1, head_dims[2])},
+    }
 
 
 def fab_ibot(d: Dims, seed: int = 0, *, head_dims: tuple[int, int, int] = (48, 16, 64)) -> dict:
@@ -179,7 +188,10 @@ def fab_ibot(d: Dims, seed: int = 0, *, head_dims: tuple[int, int, int] = (48, 1
     backbone = official_vit(d, g)
     backbone["masked_embed"] = _rand(g, 1, d.dim)
     head = dino_head(g, d.dim, *head_dims)
-    head["last_layer2.weight_g"], head["last_layer2.weight_v"] = head["last_layer.weight_g"], head["last_layer.weight_v"]
+    head["last_layer2.weight_g"], head["last_layer2.weight_v"] = (
+        head["last_layer.weight_g"],
+        head["last_layer.weight_v"],
+    )
     return {"teacher": {**_prefixed("backbone.", backbone), **_prefixed("head.", head)}, "epoch": 400}
 
 

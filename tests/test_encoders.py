@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from _encoder_refs import (
     BACKBONE_OF,
     FABRICATORS,
@@ -17,7 +18,6 @@ from _encoder_refs import (
     ref_vit,
     sub,
 )
-
 from partaware.encoders.base import CheckpointMismatchError, EncoderSpec
 from partaware.encoders.loading import CONVERTERS, build_head, build_model, load_encoder
 from partaware.encoders.registry import ENCODERS, _load_builtin_encoders

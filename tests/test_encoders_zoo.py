@@ -9,8 +9,8 @@ import re
 
 import pytest
 import torch
-from _encoder_refs import FABRICATORS, TINY
 
+from _encoder_refs import FABRICATORS, TINY
 from partaware.encoders.base import EncoderSpec, WeightsSource
 from partaware.encoders.loading import load_encoder
 from partaware.encoders.registry import (
@@ -96,7 +96,11 @@ def test_all_means_the_papers_seven():
     for name in PAPER_SEVEN:
         spec = ENCODERS.get(name)
         assert spec.arch.startswith(("vit_base_patch16_224", "beit_base_patch16_224")) and spec.input_size == 224
-    assert set(select_encoders(["family:mim"])) == {"beit_base_p16_in1k_800ep", "mae_base_p16_in1k", "cae_base_p16_in1k_1600ep"}
+    assert set(select_encoders(["family:mim"])) == {
+        "beit_base_p16_in1k_800ep",
+        "mae_base_p16_in1k",
+        "cae_base_p16_in1k_1600ep",
+    }
     assert select_encoders(["family:contrastive+mim"]) == ["ibot_base_p16_in1k_teacher"]
     assert select_encoders(["dino", "mae_shufflebug", "dinov2"]) == [
         "dino_base_p16_in1k_teacher",
@@ -156,7 +160,9 @@ def test_custom_encoder_from_python(tmp_path):
     import timm
 
     path = tmp_path / "mine.pth"
-    torch.save({"model": timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, depth=2).state_dict()}, path)
+    torch.save(
+        {"model": timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, depth=2).state_dict()}, path
+    )
     register_encoder(_custom("py_custom_vit", str(path)), aliases=["pycv"])
     assert select_encoders(["pycv"]) == ["py_custom_vit"]
     assert "py_custom_vit" in select_encoders(["all"], zoo="custom")
@@ -171,12 +177,19 @@ def test_custom_encoder_from_a_job_spec(tmp_path):
     from partaware.spec import parse_spec
 
     custom = _custom("job_custom_vit", str(tmp_path / "w.pth")).model_dump(mode="json")
-    data = {"name": "j", "datasets": [{"name": "synthetic"}], "custom_encoders": [custom], "encoders": ["job_custom_vit", "dino"]}
+    data = {
+        "name": "j",
+        "datasets": [{"name": "synthetic"}],
+        "custom_encoders": [custom],
+        "encoders": ["job_custom_vit", "dino"],
+    }
     job = parse_spec(data)
     assert job.resolved_encoders() == ["job_custom_vit", "dino_base_p16_in1k_teacher"]
     assert parse_spec(data).custom_encoders[0].name == "job_custom_vit"  # validating twice is fine
     bad = {**custom, "name": "job_custom_bad", "weights": {**custom["weights"], "converter": "nope"}}
-    with pytest.raises(SpecError, match=r"custom_encoders: .*unknown checkpoint converter 'nope'.*Valid: .*dino_teacher"):
+    with pytest.raises(
+        SpecError, match=r"custom_encoders: .*unknown checkpoint converter 'nope'.*Valid: .*dino_teacher"
+    ):
         parse_spec({**data, "custom_encoders": [bad], "encoders": ["dino"]})
     with pytest.raises(SpecError, match="encoders: unknown encoder 'job_custom_missing'"):
         parse_spec({**data, "encoders": ["job_custom_missing"]})

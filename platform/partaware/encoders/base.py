@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from partaware.encoders.convert import CheckpointMismatchError  # noqa: F401  (re-exported)
 from partaware.encoders.specs import (  # noqa: F401  (re-exported: the public names live here too)
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,7 +32,6 @@ from partaware.encoders.specs import (  # noqa: F401  (re-exported: the public n
     Zoo,
     parse_patch_tap,
 )
-from partaware.encoders.convert import CheckpointMismatchError  # noqa: F401  (re-exported)
 from partaware.errors import SpecError
 
 PREPROCESS_VERSION = "1"  # bump when crop/resize/normalise code changes: it enters every feature key
