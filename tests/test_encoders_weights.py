@@ -77,6 +77,15 @@ def test_drive_only_release_asks_for_staging_even_online(store, online):
         load_encoder(tiny_spec("cae"), root=store)
 
 
+def test_uri_weights_are_checksummed_when_a_digest_is_given(tmp_path):
+    path = tmp_path / "mae.pth"
+    path.write_bytes(_bytes(FABRICATORS["mae"](TINY)))
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_encoder(tiny_spec("mae", kind="uri", location=str(path), sha256=good)).weights_digest
+    with pytest.raises(WeightsChecksumError, match=str(path)):
+        load_encoder(tiny_spec("mae", kind="uri", location=str(path), sha256="deadbeef"))
+
+
 def test_staged_file_in_the_weight_cache_is_used_and_checksummed(store):
     data = _bytes(FABRICATORS["deit"](TINY))
     digest = hashlib.sha256(data).hexdigest()

@@ -191,6 +191,10 @@ def test_custom_encoder_from_a_job_spec(tmp_path):
         SpecError, match=r"custom_encoders: .*unknown checkpoint converter 'nope'.*Valid: .*dino_teacher"
     ):
         parse_spec({**data, "custom_encoders": [bad], "encoders": ["dino"]})
+    paper = {**custom, "name": "job_custom_paper", "zoo": "paper"}
+    with pytest.raises(SpecError, match="zoo 'paper' is reserved"):
+        parse_spec({**data, "custom_encoders": [paper], "encoders": ["all"]})
+    assert set(select_encoders(["all"])) == PAPER_SEVEN
     with pytest.raises(SpecError, match="encoders: unknown encoder 'job_custom_missing'"):
         parse_spec({**data, "encoders": ["job_custom_missing"]})
 
@@ -213,3 +217,13 @@ def test_partctl_encoders_list(store):
     assert "vit_base_patch14_dinov2.lvd142m" in rows["dinov2_base_p14_lvd142m"]
     bad = CliRunner().invoke(app, ["encoders", "list", "--zoo", "zoo9"])
     assert bad.exit_code != 0 and "valid: paper" in str(bad.exception)
+
+
+def test_timm_file_at_another_resolution_is_resampled_by_timms_filter(store, monkeypatch):
+    """DINOv2 ships at 518 px and runs here at 224: timm's filter resamples ``pos_embed`` to the grid."""
+    monkeypatch.setenv("PARTAWARE_OFFLINE", "1")
+    spec = tiny(ENCODERS.get("dinov2"))  # runs at 2x2 patches
+    stage_timm(spec.model_copy(update={"arch_kwargs": {**spec.arch_kwargs, "img_size": 56}}), store)  # 4x4
+    enc = load_encoder(spec, root=store)
+    assert enc.model.pos_embed.shape[1] == 1 + 4
+    assert enc.encode(torch.randn(1, 3, 28, 28), ["patch:2"])["patch:2"].shape == (1, TINY.dim, 2, 2)

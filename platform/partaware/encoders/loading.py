@@ -22,7 +22,7 @@ from partaware.encoders.registry import (  # noqa: F401  (_identity re-exported)
     _identity,
     _load_builtin_encoders,
 )
-from partaware.encoders.weights import read_checkpoint, resolve_timm, resolve_url
+from partaware.encoders.weights import read_checkpoint, resolve_timm, resolve_uri, resolve_url
 from partaware.errors import SpecError
 from partaware.storage import StorageRoot
 
@@ -57,7 +57,7 @@ def build_head(spec: EncoderSpec, head_state: StateDict | None) -> torch.nn.Modu
 
 #: weights kind -> resolver(spec, root) returning a checkpoint object. ``lab`` is added by the lab.
 WEIGHT_RESOLVERS: dict[str, Callable[[EncoderSpec, StorageRoot | None], dict[str, Any]]] = {
-    "uri": lambda spec, root: read_checkpoint(spec.weights.location),
+    "uri": resolve_uri,
     "url": resolve_url,
     "timm": resolve_timm,
 }

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     StateDict = dict[str, torch.Tensor]
 
 FAMILIES = ("supervised", "contrastive", "mim", "contrastive+mim")
+#: zoos only the package fills: ``all`` on them must mean exactly the built-in list (the paper's seven)
+RESERVED_ZOOS = ("paper", "modern", "variants")
 
 #: name -> spec object (an ``EncoderSpec``: it has ``name``, ``family`` and ``zoo``).
 ENCODERS: Registry[Any] = Registry("encoder")
@@ -77,6 +79,8 @@ def register_custom_encoders(specs: Iterable[Any]) -> list[str]:
     _load_builtin_encoders()  # builtin names first, so a clash is caught whichever is used first
     specs = list(specs)
     for spec in specs:
+        if spec.zoo in RESERVED_ZOOS:
+            raise SpecError(f"encoder {spec.name!r}: zoo {spec.zoo!r} is reserved for the built-in encoders")
         CONVERTERS.resolve(spec.weights.converter)  # unknown converter: the error lists the valid ones
     return [register_encoder(spec).name for spec in specs]
 

@@ -136,6 +136,11 @@ def read_checkpoint(uri: str) -> dict[str, Any]:
     return load_checkpoint_bytes(data, name=path)
 
 
+def resolve_uri(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:
+    """``weights.kind == "uri"``: the file at ``weights.location`` (any fsspec URI), sha256 checked if given."""
+    return load_checkpoint_bytes(_read_verified(spec.weights.location, spec), name=spec.weights.location)
+
+
 # --- official URLs ------------------------------------------------------------------------------
 
 
