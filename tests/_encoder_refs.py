@@ -195,6 +195,12 @@ def fab_ibot(d: Dims, seed: int = 0, *, head_dims: tuple[int, int, int] = (48, 1
     return {"teacher": {**_prefixed("backbone.", backbone), **_prefixed("head.", head)}, "epoch": 400}
 
 
+def fab_ibot_backbone(d: Dims, seed: int = 0) -> dict:
+    """iBOT's "backbone (t)" file: ``extract_backbone_weights.py --checkpoint_key teacher`` output."""
+    g = torch.Generator().manual_seed(seed)
+    return {"state_dict": official_vit(d, g)}
+
+
 def fab_beit(d: Dims, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     model = official_vit(d, g, bias="qv", layer_scale=True, pos="none")
@@ -230,6 +236,7 @@ FABRICATORS = {
     "mocov3": fab_mocov3,
     "dino_teacher": fab_dino,
     "ibot_teacher": fab_ibot,
+    "ibot_backbone": fab_ibot_backbone,
     "beit": fab_beit,
     "mae": fab_mae,
     "cae": fab_cae,
@@ -241,6 +248,7 @@ BACKBONE_OF = {
     "mocov3": ("state_dict", "module.base_encoder."),
     "dino_teacher": ("teacher", "backbone."),
     "ibot_teacher": ("teacher", "backbone."),
+    "ibot_backbone": ("state_dict", ""),
     "beit": ("model", ""),
     "mae": ("model", ""),
     "cae": ("model", "encoder."),

@@ -139,6 +139,18 @@ def test_beit_rejects_a_foreign_relative_position_index():
         CONVERTERS.get("beit")(checkpoint)
 
 
+def test_ibot_backbone_file_converts_without_a_head(tmp_path):
+    checkpoint = FABRICATORS["ibot_backbone"](TINY, seed=4)
+    checkpoint["state_dict"]["masked_embed"] = torch.zeros(1, TINY.dim)
+    spec = staged_spec(PAPER["ibot_teacher"], checkpoint, tmp_path)
+    spec = spec.model_copy(
+        update={"has_projection": False, "weights": spec.weights.model_copy(update={"converter": "ibot_backbone"})}
+    )
+    images = torch.randn(2, 3, TINY.img, TINY.img)
+    final, _ = ref_vit(sub(checkpoint, BACKBONE_OF["ibot_backbone"]), images, TINY.heads)
+    torch.testing.assert_close(load_encoder(spec).encode(images, ["cls"])["cls"], final[:, 0], **TOL)
+
+
 @pytest.mark.parametrize("converter", sorted(PAPER))
 def test_vit_b_shapes_load_strictly(converter):
     """Key coverage at the real ViT-B/16 shapes (and real head widths): convert, strict-load, no forward."""

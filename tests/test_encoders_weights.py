@@ -140,7 +140,7 @@ def test_weights_staged_on_object_storage(store, s3_bucket, monkeypatch):
 
     staging = StorageRoot.open(f"s3://{s3_bucket}/weights")
     spec = tiny_spec("ibot")
-    staging.write_bytes(_bytes(FABRICATORS["ibot_teacher"](TINY)), spec.name, "checkpoint_teacher.pth")
+    staging.write_bytes(_bytes(FABRICATORS["ibot_teacher"](TINY)), spec.name, "checkpoint.pth")
     monkeypatch.setenv("PARTAWARE_WEIGHTS_DIR", staging.uri)
     enc = load_encoder(spec, root=store)
     assert enc.encode(torch.randn(1, 3, TINY.img, TINY.img), ["proj"])["proj"].shape == (1, 64)

@@ -191,6 +191,9 @@ def test_custom_encoder_from_a_job_spec(tmp_path):
         SpecError, match=r"custom_encoders: .*unknown checkpoint converter 'nope'.*Valid: .*dino_teacher"
     ):
         parse_spec({**data, "custom_encoders": [bad], "encoders": ["dino"]})
+    headless = {**custom, "name": "job_custom_headless", "has_projection": True}
+    with pytest.raises(SpecError, match=r"has_projection needs a converter with a projection head \(dino_teacher"):
+        parse_spec({**data, "custom_encoders": [headless], "encoders": ["dino"]})
     paper = {**custom, "name": "job_custom_paper", "zoo": "paper"}
     with pytest.raises(SpecError, match="zoo 'paper' is reserved"):
         parse_spec({**data, "custom_encoders": [paper], "encoders": ["all"]})

@@ -82,6 +82,11 @@ def register_custom_encoders(specs: Iterable[Any]) -> list[str]:
         if spec.zoo in RESERVED_ZOOS:
             raise SpecError(f"encoder {spec.name!r}: zoo {spec.zoo!r} is reserved for the built-in encoders")
         CONVERTERS.resolve(spec.weights.converter)  # unknown converter: the error lists the valid ones
+        if spec.has_projection and spec.weights.converter not in HEAD_BUILDERS:
+            raise SpecError(
+                f"encoder {spec.name!r}: has_projection needs a converter with a projection head "
+                f"({', '.join(HEAD_BUILDERS.names())}), not {spec.weights.converter!r}"
+            )
     return [register_encoder(spec).name for spec in specs]
 
 
