@@ -17,6 +17,7 @@ from _encoder_refs import FABRICATORS, TINY
 from partaware.encoders.loading import load_encoder
 from partaware.encoders.registry import ENCODERS, _load_builtin_encoders
 from partaware.encoders.weights import (
+    UnsafeCheckpointError,
     WeightsChecksumError,
     WeightsUnavailableError,
     cache_relpath,
@@ -153,7 +154,7 @@ class _NotAWeight:
 def test_checkpoints_are_never_unpickled_beyond_weights(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "payload": _NotAWeight()}, path)
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported global"):
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*refused.*_NotAWeight"):
         read_checkpoint(str(path))
     ok = tmp_path / "ok.pth"
     torch.save(FABRICATORS["beit"](TINY), ok)  # carries argparse.Namespace args, as the official files do

@@ -122,7 +122,7 @@ def test_modern_preprocessing_matches_timm_pretrained_cfg():
         assert cfg.hf_hub_id == f"timm/{spec.weights.location}"  # what `encoders list` checks in the hub cache
 
 
-@pytest.mark.parametrize("name", ["deit3_base_p16_in1k", "siglip_base_p16_webli", "dinov2_base_p14_lvd142m"])
+@pytest.mark.parametrize("name", select_encoders(["all"], zoo="modern"))
 def test_timm_encoder_computes_what_the_staged_model_computes(name, store, monkeypatch):
     monkeypatch.setenv("PARTAWARE_OFFLINE", "1")
     spec = tiny(ENCODERS.get(name))
@@ -133,7 +133,10 @@ def test_timm_encoder_computes_what_the_staged_model_computes(name, store, monke
     with torch.no_grad():
         feats = source.forward_features(images)
         expected = feats[:, 0] if source.cls_token is not None else source.forward_head(feats, pre_logits=True)
-    torch.testing.assert_close(enc.encode(images, ["cls"])["cls"], expected)
+        patches = feats[:, source.num_prefix_tokens :].mean(1)
+    got = enc.encode(images, ["cls", "mean"])
+    torch.testing.assert_close(got["cls"], expected)
+    torch.testing.assert_close(got["mean"], patches)
 
 
 def test_timm_offline_with_nothing_staged_names_the_file_and_place(store):

@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import io
 import os
+import pickle
 import posixpath
 import sys
 import urllib.error
@@ -41,6 +42,10 @@ class WeightsUnavailableError(PartawareError, FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class UnsafeCheckpointError(PartawareError, ValueError):
+    """A checkpoint that would need arbitrary unpickling (code execution) to load; never loaded."""
 
 
 class WeightsChecksumError(PartawareError, ValueError):
@@ -123,7 +128,16 @@ def load_checkpoint_bytes(data: bytes, *, name: str = "") -> dict[str, Any]:
 
         return load_safetensors(data)
     with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # an object beyond tensors and containers: refused, not run
+            lines = [ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()]
+            first = lines[0] if lines else str(e).strip().splitlines()[0]
+            raise UnsafeCheckpointError(
+                f"checkpoint {name or '<bytes>'} holds objects other than tensors and containers and is "
+                f"refused (loaded with weights_only=True): {first}. Re-save just its state dict "
+                f"(torch.save({{'model': state_dict}}, path)) in a trusted environment"
+            ) from e
 
 
 def read_checkpoint(uri: str) -> dict[str, Any]:
