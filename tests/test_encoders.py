@@ -43,7 +43,7 @@ def staged_spec(name: str, checkpoint: dict, tmp_path, d: Dims = TINY) -> Encode
     return spec.model_copy(
         update={
             "arch_kwargs": {**spec.arch_kwargs, **d.arch_kwargs()},
-            "weights": spec.weights.model_copy(update={"kind": "uri", "location": str(path)}),
+            "weights": spec.weights.model_copy(update={"kind": "uri", "location": str(path), "sha256": None}),
         }
     )
 
