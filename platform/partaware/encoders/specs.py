@@ -58,7 +58,8 @@ class EncoderSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    # one optional namespace (``lab/dino``, ``test/vit_tiny``); names become cache folder paths
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")
     family: Family
     zoo: Zoo = "custom"
     arch: str  # timm architecture (with a pretrained tag for kind="timm")
