@@ -66,6 +66,7 @@ def object_vs_part(verdicts: Sequence[EncoderVerdict]) -> bytes:
         ax2.text(1.05, v.part_rank, _short(v.encoder, 30), va="center", fontsize=7, color=colour)
     n = max([len(ranked), 1])
     ax2.set_ylim(n + 0.5, 0.5)
+    ax2.set_yticks(range(1, n + 1))
     ax2.set_xlim(-0.2, 2.6)
     ax2.set_xticks([0, 1], ["object rank", "part rank"])
     ax2.set_ylabel("rank (1 = best)")
