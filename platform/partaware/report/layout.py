@@ -189,20 +189,28 @@ def _paper_blocks(d: ReportData) -> list[Block]:
             "Zhu et al. (protocol §4)."
         )
     )
-    if d.paper_rows:
-        rows = [
-            [
-                r.encoder,
-                PAPER_ENCODERS[r.paper_key][0],
-                PAPER_COLUMNS[r.column][0],
-                PAPER_COLUMNS[r.column][1],
-                fmt(r.ours),
-                fmt(r.paper),
-                fmt(r.delta, sign=True),
-            ]
-            for r in d.paper_rows
-        ]
-        out.append(TableBlock(["encoder", "paper name", "table", "number", "this run", "paper", "Δ"], rows))
+    for table_name in sorted({PAPER_COLUMNS[r.column][0] for r in d.paper_rows}):
+        rows_here = [r for r in d.paper_rows if PAPER_COLUMNS[r.column][0] == table_name]
+        cols = [c for c in PAPER_COLUMNS if any(r.column == c for r in rows_here)]
+        by_cell = {(r.paper_key, r.column): r for r in rows_here}
+        rows = []
+        for key in PAPER_ENCODERS:
+            if not any(k == key for k, _ in by_cell):
+                continue
+            cells = []
+            for c in cols:
+                r = by_cell.get((key, c))
+                cells.append(f"{fmt(r.ours)} ({fmt(r.paper)}, {fmt(r.delta, sign=True)})" if r else "–")
+            enc = next(r.encoder for r in rows_here if r.paper_key == key)
+            rows.append([PAPER_ENCODERS[key][0], enc, *cells])
+        out.append(Heading(3, f"Paper {table_name}"))
+        out.append(
+            TableBlock(
+                ["paper name", "encoder", *[PAPER_COLUMNS[c][1] for c in cols]],
+                rows,
+                caption="this run (paper, Δ = this run − paper)",
+            )
+        )
     if d.claims is not None:
         out.append(Heading(3, "The paper's claims on this run's numbers", "claims"))
         rows, styles = [], {}
