@@ -258,3 +258,19 @@ def test_cli_report_and_report_stage(store, tmp_path):
     result = stage_report(RunContext(spec=spec, root=store, run_id="cli-run"))
     assert result.status == "ran" and store.exists("runs", "cli-run", "report.html")
     assert stage_report(RunContext(spec=spec, root=store, run_id="no-results")).status == "skipped"
+
+
+def test_stopped_early_trials_and_runs_without_searches_or_levels(store):
+    from partaware.report.figures import search_plot, stopped_early
+
+    assert stopped_early({"iterations": 4}, 20) and not stopped_early({"iterations": 20}, 20)
+    assert stopped_early({"iterations": 20, "stopped_early": True}, 20)
+    plain = record("e", "mim", "synthetic", "part", "retrieval", "mean", "ap", 40.0, zoo="test")
+    assert search_plot(plain) is None  # retrieval has no search: no figure, no section
+    run = write_run(store, "one-level", [plain])
+    build_report(run, formats=["md", "html", "csv"])
+    md = run.read_bytes("report.md").decode()
+    assert "## Hyperparameter searches" not in md and _md_row(md, "MIM | e")[4] == "40.0"
+    empty = write_run(store, "empty", [])
+    build_report(empty, formats=["md", "html"])
+    assert "No results." in empty.read_bytes("report.md").decode()

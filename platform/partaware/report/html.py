@@ -26,6 +26,7 @@ figure img{max-width:100%;border:1px solid #e3e6eb;background:#fff}
 figcaption,.caption{font-size:12px;color:#5b6473;margin-top:4px}
 pre{background:#f1f3f6;padding:10px;overflow-x:auto;font-size:12px;border-radius:4px}
 nav a{margin-right:14px;font-size:13px}
+summary{cursor:pointer;font-size:13px;margin:4px 0}
 code{background:#eef1f6;padding:1px 4px;border-radius:3px}
 """
 
@@ -68,10 +69,13 @@ def render_html(data: ReportData) -> str:
             parts.append(_table(b))
         elif isinstance(b, Image):
             src = "data:image/png;base64," + base64.b64encode(b.png).decode()
-            parts.append(
+            figure = (
                 f'<figure><img alt="{html.escape(b.caption)}" src="{src}">'
                 f"<figcaption>{html.escape(b.caption)}</figcaption></figure>"
             )
+            if b.collapsible:
+                figure = f"<details><summary>{html.escape(b.caption.split(':')[0])}</summary>{figure}</details>"
+            parts.append(figure)
         elif isinstance(b, Pre):
             title = f"<h3>{html.escape(b.title)}</h3>" if b.title else ""
             parts.append(f"{title}<pre>{html.escape(b.text)}</pre>")

@@ -43,6 +43,7 @@ class Image:
     png: bytes
     caption: str
     folder: str = "figures"
+    collapsible: bool = False  # HTML: inside a <details> (many search plots)
 
 
 @dataclass
@@ -276,6 +277,15 @@ def _search_blocks(d: ReportData) -> list[Block]:
             rows,
         )
     )
+    recs = [s.record for s in searched]
+    out.append(
+        Para(
+            f"{sum(r.trials or len(r.trial_results) for r in recs)} trials in all, "
+            f"{sum(r.trials_stopped_early for r in recs)} stopped early by ASHA; wall time "
+            f"{sum(r.wall_seconds for r in recs) / 60:.1f} min, {sum(r.cpu_hours for r in recs):.2f} CPU hours, "
+            f"{sum(r.gpu_hours for r in recs):.2f} GPU hours."
+        )
+    )
     for s in searched:
         if s.figure:
             r = s.record
@@ -285,6 +295,7 @@ def _search_blocks(d: ReportData) -> list[Block]:
                     d.figures[s.figure],
                     f"{r.encoder} · {r.level} · {r.task} · {r.dataset} · {r.feature}: "
                     f"{r.metric} per trial; crosses = stopped early by ASHA, star = chosen",
+                    collapsible=True,
                 )
             )
     return out
