@@ -327,7 +327,7 @@ def _gallery_blocks(d: ReportData) -> list[Block]:
     for g in d.galleries:
         out.append(Image(f"{g.name}.png", g.png, f"gallery {g.name}", folder="galleries"))
         if g.summary:
-            keys = [k for k in g.summary[0] if k not in ("encoder", "feature")]
+            keys = sorted((k for k in g.summary[0] if k not in ("encoder", "feature")), key=_stat_order)
             rows = [[s.get("encoder", ""), s.get("feature", ""), *[_cell(s.get(k)) for k in keys]] for s in g.summary]
             out.append(
                 TableBlock(
@@ -338,6 +338,11 @@ def _gallery_blocks(d: ReportData) -> list[Block]:
                 )
             )
     return out
+
+
+def _stat_order(key: str) -> tuple:
+    digits = "".join(ch for ch in key if ch.isdigit())
+    return (key.startswith("same"), int(digits) if digits else 0, key)
 
 
 def _cell(v) -> str:
