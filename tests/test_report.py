@@ -180,7 +180,7 @@ def test_build_report_writes_every_file_and_valid_figures(store):
     paths = build_report(run, formats=["all"])
     assert {"md", "html", "csv", "figures"} <= set(paths)
     figures = run.listdir("figures")
-    assert {"object_vs_part.png", "family_bars.png"} <= set(figures)
+    assert {"object_vs_part.png", "family_bars.png", "same_images.png"} <= set(figures)
     assert sum(f.startswith("search_") for f in figures) == 6  # 3 encoders x 2 searched probes
     for name in figures:
         _assert_png(run.read_bytes("figures", name))
@@ -274,3 +274,29 @@ def test_stopped_early_trials_and_runs_without_searches_or_levels(store):
     empty = write_run(store, "empty", [])
     build_report(empty, formats=["md", "html"])
     assert "No results." in empty.read_bytes("report.md").decode()
+
+
+def test_the_chromium_check_does_catch_console_errors(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefined_function()</script></body></html>")
+    _, console_errors, _ = render_in_chromium(page, tmp_path, height=200)
+    assert any("undefined_function" in line for line in console_errors)
+
+
+def test_same_images_pairs_for_figure_6():
+    from partaware.report.verdict import same_image_pairs
+
+    (pair,) = same_image_pairs(aggregate(synthetic_records()))  # synthetic: linear probe at both levels
+    assert pair.label == "synthetic · linear · cls · top1"
+    assert pair.values == {"tiny_sup": (90.0, 60.0), "tiny_cl": (80.0, 70.0), "tiny_mim": (50.0, 75.0)}
+    seg = [
+        record("e1", "mim", "Pascal-Object", "object", "segmentation", "patch:4+6+8+12", "miou", 40.0),
+        record("e1", "mim", "pascal-part", "part", "segmentation", "patch:4+6+8+12", "miou", 25.0),
+        record("e1", "mim", "lip", "part", "segmentation", "patch:4+6+8+12", "miou", 30.0),
+    ]
+    (pair,) = same_image_pairs(seg)
+    assert pair.label.startswith("Pascal-Object / pascal-part") and pair.values == {"e1": (40.0, 25.0)}
+    md = render_markdown(report_data("s", "mem://s", synthetic_records()))
+    assert _md_row(md, "tiny_mim", after="### Same images, object vs part granularity (paper Figure 6)")[1] == (
+        "50.0 / 75.0 (+25.0)"
+    )

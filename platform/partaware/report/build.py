@@ -28,7 +28,13 @@ from partaware.report.paper import (
 from partaware.report.provenance import collect_provenance
 from partaware.report.records import aggregate, load_records
 from partaware.report.tables import Table, build_tables, records_csv_rows
-from partaware.report.verdict import EncoderVerdict, compute_verdict, family_summary
+from partaware.report.verdict import (
+    EncoderVerdict,
+    SameImagesPair,
+    compute_verdict,
+    family_summary,
+    same_image_pairs,
+)
 from partaware.results import ResultRecord
 from partaware.storage import StorageRoot
 
@@ -70,6 +76,7 @@ class ReportData:
     tables: list[Table]
     verdicts: list[EncoderVerdict]
     families: list[dict]
+    same_images: list[SameImagesPair]
     paper_ids: dict[str, str]
     paper_rows: list[PaperRow]
     claims: list[ClaimResult] | None
@@ -110,6 +117,9 @@ def report_data(
     if verdicts:
         figures["object_vs_part.png"] = figs.object_vs_part(verdicts)
         figures["family_bars.png"] = figs.family_bars(families)
+    pairs = same_image_pairs(recs)
+    if pairs:
+        figures["same_images.png"] = figs.same_images(pairs, [v.encoder for v in verdicts])
     searches = []
     for r in recs:
         png = figs.search_plot(r)
@@ -128,6 +138,7 @@ def report_data(
         tables=build_tables(recs),
         verdicts=verdicts,
         families=families,
+        same_images=pairs,
         paper_ids=paper_ids,
         paper_rows=paper_rows,
         claims=claims,

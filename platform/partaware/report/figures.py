@@ -196,3 +196,26 @@ def search_figure_name(record: ResultRecord) -> str:
 
 def is_finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+def same_images(pairs, encoder_order: Sequence[str]) -> bytes:
+    """Figure 6: per probe run on the same images at both granularities, object vs part score per encoder."""
+    fig, axes = plt.subplots(
+        len(pairs), 1, figsize=(max(7, 1.2 * len(encoder_order) + 3), 3.4 * len(pairs)), squeeze=False
+    )
+    w = 0.38
+    for ax, pair in zip(axes[:, 0], pairs, strict=True):
+        encs = [e for e in encoder_order if e in pair.values]
+        for offset, i, level in ((-w / 2, 0, "object"), (w / 2, 1, "part")):
+            vals = [pair.values[e][i] for e in encs]
+            ax.bar([x + offset for x in range(len(encs))], vals, w, label=f"{level} level", color=LEVEL_COLOURS[level])
+            for x, v in enumerate(vals):
+                ax.text(x + offset, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(encs)), [_short(e) for e in encs], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("score (%)")
+        ax.set_title(f"Same images, both granularities: {pair.label}", fontsize=10)
+        ax.legend(fontsize=8, ncol=2, loc="upper left")
+        top = max(v for pv in pair.values.values() for v in pv)
+        ax.set_ylim(0, top * 1.2 if top > 0 else 1)
+    fig.tight_layout()
+    return _png(fig)

@@ -144,7 +144,25 @@ def _verdict_blocks(d: ReportData) -> list[Block]:
             caption="Per family: mean over its encoders.",
         )
     )
+    if d.same_images:
+        encs = [v.encoder for v in d.verdicts if any(v.encoder in p.values for p in d.same_images)]
+        rows = []
+        for enc in encs:
+            cells = []
+            for p in d.same_images:
+                o, pt = p.values.get(enc, (None, None))
+                cells.append("–" if o is None else f"{fmt(o)} / {fmt(pt)} ({fmt(pt - o, sign=True)})")
+            rows.append([enc, *cells])
+        out.append(Heading(3, "Same images, object vs part granularity (paper Figure 6)", "same-images"))
+        out.append(
+            TableBlock(
+                ["encoder", *[p.label for p in d.same_images]],
+                rows,
+                caption="object / part (part − object), the same images probed at both levels",
+            )
+        )
     for name, caption in (
+        ("same_images.png", "Figure 6: the same images probed at object and at part granularity."),
         ("object_vs_part.png", "Figure-6 style: object- vs part-level score per encoder, and rank at each level."),
         ("family_bars.png", "Object and part score per family (error bar: std over the family's encoders)."),
     ):

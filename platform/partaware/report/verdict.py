@@ -130,3 +130,49 @@ def family_summary(verdicts: Sequence[EncoderVerdict]) -> list[dict]:
             row[f"{level}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
         out.append(row)
     return out
+
+
+#: object-level dataset -> part-level dataset of the same images (normalised names): the paper's Figure 6 pairs.
+PAIRED_DATASETS = {
+    "ade20kobject": "ade20kpart",
+    "ade20kobject59": "ade20kpart",
+    "pascalobject": "pascalpart",
+    "pascalobject16": "pascalpart",
+    "pascalsemantic": "pascalpart",
+}
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+@dataclass
+class SameImagesPair:
+    """One probe at both granularities on the same images; ``values``: encoder -> (object, part)."""
+
+    label: str
+    values: dict[str, tuple[float, float]]
+
+
+def same_image_pairs(records: Sequence[ResultRecord]) -> list[SameImagesPair]:
+    """Probes run at both levels on the same images: one dataset with both levels (the synthetic one), or the
+    paper's object/part dataset pairs (ADE20K-Object vs ADE20K-Part, Pascal-Object vs Pascal-Part)."""
+    part_by_key: dict[tuple, float] = {}
+    part_names: dict[str, str] = {}
+    for r in records:
+        if r.level == "part" and r.feature not in EXCLUDED_FEATURES:
+            part_by_key[(r.encoder, _norm(r.dataset), r.task, r.feature, r.metric)] = r.value
+            part_names[_norm(r.dataset)] = r.dataset
+    pairs: dict[str, dict[str, tuple[float, float]]] = {}
+    for r in records:
+        if r.level != "object" or r.feature in EXCLUDED_FEATURES:
+            continue
+        ds = _norm(r.dataset)
+        for part_ds in (ds, PAIRED_DATASETS.get(ds)):
+            key = (r.encoder, part_ds, r.task, r.feature, r.metric)
+            if part_ds is not None and key in part_by_key:
+                where = r.dataset if part_ds == ds else f"{r.dataset} / {part_names[part_ds]}"
+                label = f"{where} · {r.task} · {r.feature} · {r.metric}"
+                pairs.setdefault(label, {})[r.encoder] = (r.value, part_by_key[key])
+                break
+    return [SameImagesPair(label, values) for label, values in sorted(pairs.items())]
