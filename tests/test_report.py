@@ -300,3 +300,15 @@ def test_same_images_pairs_for_figure_6():
     assert _md_row(md, "tiny_mim", after="### Same images, object vs part granularity (paper Figure 6)")[1] == (
         "50.0 / 75.0 (+25.0)"
     )
+
+
+@pytest.mark.s3
+def test_report_of_a_run_on_object_storage(s3_bucket):
+    from partaware.storage import StorageRoot
+
+    root = StorageRoot.open(f"s3://{s3_bucket}/store")
+    run = write_run(root, "s3-run", synthetic_records(run_id="s3-run"))
+    paths = build_report(run, formats=["md", "html", "csv"])
+    assert paths["html"].startswith(f"{s3_bucket}/store/runs/s3-run/")
+    assert run.exists("report.html") and run.exists("figures", "object_vs_part.png")
+    assert "tiny_mim" in run.read_bytes("report.md").decode()
