@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -192,10 +191,6 @@ def search_figure_name(record: ResultRecord) -> str:
     parts = (record.encoder, record.level, record.task, record.dataset, record.feature)
     safe = "_".join("".join(ch if ch.isalnum() or ch in "-." else "-" for ch in p) for p in parts)
     return f"search_{safe}.png"
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
 
 
 def same_images(pairs, encoder_order: Sequence[str]) -> bytes:

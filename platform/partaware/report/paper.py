@@ -185,10 +185,9 @@ class PaperMapping:
     def __post_init__(self) -> None:
         from partaware.errors import UnknownNameError
 
-        for enc, key in self.explicit.items():
+        for key in self.explicit.values():
             if key not in PAPER_ENCODERS:
                 raise UnknownNameError("paper encoder", key, PAPER_ENCODERS)
-            del enc
 
     def paper_key(self, encoder: str, family: str, zoo: str) -> str | None:
         if encoder in self.explicit:
