@@ -27,7 +27,7 @@ def print_report(data: ReportData, console: Console | None = None) -> None:
         elif isinstance(b, TableBlock):
             table = Table(caption=Text(b.caption) if b.caption else None, show_lines=False)
             for h in b.header:
-                table.add_column(Text(h), overflow="fold")
+                table.add_column(Text(h), overflow="fold", no_wrap=h == "encoder")
             for i, row in enumerate(b.rows):
                 table.add_row(*[Text(c, style=_STYLE.get(b.styles.get((i, j), ""), "")) for j, c in enumerate(row)])
             console.print(table)
