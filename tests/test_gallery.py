@@ -205,3 +205,35 @@ def test_gallery_of_tiny_encoders_on_synthetic_data_reaches_the_report(store, tm
     dom, console_errors, shot = render_in_chromium(page, tmp_path)
     assert console_errors == [] and "gallery parts" in dom and "gallery g1" in dom
     assert pixel_std(shot) > 10
+
+
+def test_grid_windows_as_unified_manifest_regions(store):
+    from partaware.datasets import prepare_dataset
+    from partaware.manifest import validate_manifest
+    from partaware.report.gallery import box_in_image, dataset_window_manifest
+
+    prepared, _ = prepare_dataset(store, "synthetic", options={"size": 8, "image_size": 96}, workers=1)
+    table = dataset_window_manifest(prepared, n_images=2, crop=112, grid=7)
+    validate_manifest(table)
+    rows = table.to_pylist()
+    assert len(rows) == 2 * 49 and {r["sample_rule"] for r in rows} == {"grid-window"}
+    assert rows[0]["region_id"].endswith("/w00") and rows[0]["image_uri"].startswith("images/")
+    names = prepared.info["part_classes"]
+    assert all(r["label"] in names or (r["label"] == BACKGROUND and r["label_id"] == len(names)) for r in rows)
+    assert any(r["label"] != BACKGROUND for r in rows)
+    # 96 px -> shorter side 128 -> centre crop 112 at offset 8: window (0, 0, 28, 28) is (6, 6, 27, 27) in the image
+    assert box_in_image((0, 0, 28, 28), 96, 96, 112) == pytest.approx([6.0, 6.0, 27.0, 27.0])
+    assert rows[0]["box"] == pytest.approx([6.0, 6.0, 27.0, 27.0])
+
+
+def test_gallery_without_part_labels_frames_grey_and_has_no_same_part_fraction():
+    from partaware.report.gallery import GREY
+
+    feats, _ = _fabricated()
+    patches = np.full((6, 72, 72, 3), 128, np.uint8)
+    g = GalleryGeometry()
+    res = build_gallery(patches, None, {"a": feats}, None, queries=[0], top_k=2, geometry=g)
+    assert "same_part_fraction" not in res.summary[0] and "mean_sim_top1" in res.summary[0]
+    img = np.asarray(Image.open(io.BytesIO(res.png)).convert("RGB"))
+    x, y = g.cell_origin(0, 0, 1, 1)
+    assert tuple(img[y + 1, x + 1]) == GREY

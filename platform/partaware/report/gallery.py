@@ -39,6 +39,7 @@ class PatchDatabase:
     boxes: list[tuple[int, int, int, int]]  # x0, y0, x1, y1 in crop pixels
     labels: list[str] | None  # part label per patch (None: the dataset has no part labels)
     region_ids: list[str] = field(default_factory=list)
+    part_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -53,17 +54,29 @@ class PatchDatabase:
         return np.stack([self.patch(i, size) for i in range(len(self))])
 
 
+def crop_transform(height: int, width: int, crop: int) -> tuple[tuple[int, int], int, int]:
+    """Resized (width, height) and the (left, top) offset of the centre crop, as ``centre_crop`` applies them."""
+    short = round(crop * 256 / 224)
+    scale = short / min(height, width)
+    size = (max(crop, round(width * scale)), max(crop, round(height * scale)))
+    return size, (size[0] - crop) // 2, (size[1] - crop) // 2
+
+
 def centre_crop(image: np.ndarray, crop: int, *, nearest: bool = False) -> np.ndarray:
     """Resize the shorter side to ``round(crop * 256 / 224)`` and take the centre ``crop x crop`` (protocol §3.6).
 
     ``nearest`` for label maps (no new label values)."""
-    h, w = image.shape[:2]
-    short = round(crop * 256 / 224)
-    scale = short / min(h, w)
-    size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+    size, left, top = crop_transform(image.shape[0], image.shape[1], crop)
     resized = np.asarray(Image.fromarray(image).resize(size, Image.NEAREST if nearest else Image.BICUBIC))
-    top, left = (resized.shape[0] - crop) // 2, (resized.shape[1] - crop) // 2
     return resized[top : top + crop, left : left + crop]
+
+
+def box_in_image(box: tuple[int, int, int, int], height: int, width: int, crop: int) -> list[float]:
+    """A box in crop pixels mapped back to the original image's pixels (for the unified manifest)."""
+    (rw, rh), left, top = crop_transform(height, width, crop)
+    sx, sy = width / rw, height / rh
+    x0, y0, x1, y1 = box
+    return [(x0 + left) * sx, (y0 + top) * sy, (x1 + left) * sx, (y1 + top) * sy]
 
 
 def window_boxes(crop: int, grid: int = 7) -> list[tuple[int, int, int, int]]:
@@ -115,7 +128,7 @@ def grid_database(
             ids.append(f"{image_ids[i] if image_ids else i}/w{j:02d}")
             if labels is not None:
                 labels.append(window_label(pmap, box, part_names, min_part_fraction=min_part_fraction))
-    return PatchDatabase(crops, index, all_boxes, labels, ids)
+    return PatchDatabase(crops, index, all_boxes, labels, ids, list(part_names))
 
 
 def _load_rgb(data: bytes) -> np.ndarray:
@@ -175,6 +188,49 @@ def dataset_grid_database(
         min_part_fraction=min_part_fraction,
         image_ids=chosen,
     )
+
+
+def dataset_window_manifest(
+    prepared,
+    *,
+    n_images: int = 16,
+    crop: int = 224,
+    grid: int = 7,
+    seed: int = 0,
+    split: str | None = None,
+    min_part_fraction: float = 0.25,
+):
+    """The grid windows as regions of the unified manifest (``sample_rule='grid-window'``), so extraction can
+    encode them like any other region. ``label_id`` is the part index; ``background`` gets ``len(part names)``."""
+    from partaware.manifest import manifest_table
+
+    db = dataset_grid_database(
+        prepared, n_images=n_images, crop=crop, grid=grid, seed=seed, split=split, min_part_fraction=min_part_fraction
+    )
+    rows = (
+        prepared.manifest()
+        .select(["image_id", "image_uri", "width", "height", "split", "object_label", "object_label_id"])
+        .to_pylist()
+    )
+    by_image = {r["image_id"]: r for r in rows}
+    names = list(db.part_names)
+    out = []
+    for i, region_id in enumerate(db.region_ids):
+        image_id = region_id.rsplit("/", 1)[0]
+        info = by_image[image_id]
+        label = db.labels[i] if db.labels is not None else BACKGROUND
+        out.append(
+            {
+                **info,
+                "region_id": region_id,
+                "level": "part",
+                "label": label,
+                "label_id": names.index(label) if label in names else len(names),
+                "box": box_in_image(db.boxes[i], info["height"], info["width"], crop),
+                "sample_rule": "grid-window",
+            }
+        )
+    return manifest_table(out)
 
 
 def dataset_part_database(prepared, *, n_images: int = 16, seed: int = 0, split: str | None = None) -> PatchDatabase:
