@@ -48,7 +48,9 @@ def gallery(
     run: str = typer.Argument(None, help="Run whose encoders/dataset to use; the gallery goes into its report."),
     encoders: str = typer.Option(None, help="Comma list of encoder names (default: the run's encoders)."),
     dataset: str = typer.Option(None, help="Prepared dataset name (default: the run's first dataset)."),
-    queries: str = typer.Option("3", help="How many query patches to sample, or a comma list of indices/region ids."),
+    queries: str = typer.Option(
+        "3", help="N: sample N queries; i,j,...: patch indices or region ids (one index: 'i,')."
+    ),
     top: int = typer.Option(8, "--top", min=1, help="Neighbours per query."),
     features: str = typer.Option("encoded", help="Comma list: encoded, cls, projected."),
     source: str = typer.Option("grid", help="grid: 7x7 overlapping windows (protocol §3.6); parts: annotated boxes."),
