@@ -30,3 +30,8 @@ def stage_prepare(ctx: RunContext) -> StageResult:
 
 #: The stages a job runs, in order.
 STAGES: list[tuple[str, Callable[[RunContext], StageResult]]] = [("prepare", stage_prepare)]
+
+# The report is always the last stage (partaware.report.stage).
+from partaware.report.stage import stage_report  # noqa: E402
+
+STAGES.append(("report", stage_report))
