@@ -59,3 +59,35 @@ def test_extract_then_features_list_shows_the_cached_set(ray_local, store):
     rows = str(prepared.info["rows"])
     line = next(line for line in out.stderr.splitlines() if TINY.name in line)  # rich prints to stderr
     assert f"synthetic@{prepared.version}" in line and "cls,patch:2" in line and f" {rows} " in line
+
+
+@pytest.mark.ray
+def test_the_extract_stage_runs_every_dataset_and_encoder_of_a_spec_then_is_cached(ray_local, store):
+    from partaware.driver import RunContext
+    from partaware.encoders.registry import ENCODERS, register_encoder
+    from partaware.extract.stage import job_taps, stage_extract
+    from partaware.spec import parse_spec
+    from partaware.stages import stage_prepare
+
+    if TINY.name not in ENCODERS:
+        register_encoder(TINY)
+    spec = parse_spec(
+        {
+            "name": "t",
+            "datasets": [{"name": "synthetic", "options": {"size": 8, "image_size": 64}}],
+            "encoders": [TINY.name],
+            "tasks": ["retrieval", "segmentation"],
+            "resources": {"extract_batch_size": 16, "max_actors": 1, "cpus_per_actor": 0.5},
+        }
+    )
+    assert job_taps(TINY, ["retrieval"]) == ["cls", "mean"]
+    ctx = RunContext(spec=spec, root=store, run_id="r1")
+    ctx.outputs["prepare"] = stage_prepare(ctx).outputs
+    first = stage_extract(ctx)
+    out = first.outputs["synthetic"][TINY.name]
+    assert first.status == "ran" and out["rows"] > 0 and out["regions_encoded"] == out["rows"]
+    from partaware.extract.features import read_features
+
+    fs = read_features(store, out["key"], taps=["patch:12"])
+    assert fs.features["patch:12"].shape == (out["rows"], 192, 4, 4)
+    assert stage_extract(ctx).status == "cached"

@@ -244,7 +244,6 @@ def test_killing_an_actor_mid_run_still_gives_exactly_one_row_per_region(ray_loc
         stop.set()
         thread.join(timeout=5)
     assert killed, "the chaos thread never found an actor to kill (run finished first?)"
-    assert result.shards_written < result.shards_total or len(result.workers) >= 2
     assert len(result.workers) >= 2, f"a replacement actor should have finished the run: {result.workers}"
     fs = read_features(store, result.key)
     assert sorted(fs.region_ids) == sorted(manifest_ids) and len(fs) == len(manifest_ids)
