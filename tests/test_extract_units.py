@@ -225,3 +225,31 @@ def test_worker_encodes_a_batch_and_marks_error_rows():
 def test_worker_refuses_weights_that_differ_from_the_key():
     with pytest.raises(StorageError, match="differ"):
         FeatureExtractor(TINY, ["cls"], "cpu", expected_digest="random:1", seed=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"taps": ["cls", "patch:99"]}, "no tap"),
+        ({"precision": "fp8"}, "precision"),
+        ({"max_actors": 0}, "min_actors"),
+        ({"encoder": "no-such-encoder"}, "unknown encoder"),
+    ],
+)
+def test_bad_requests_fail_before_any_work(store, kwargs, error):
+    from partaware.datasets import prepare_dataset
+    from partaware.errors import PartawareError
+    from partaware.extract.pipeline import extract_features
+
+    prepare_dataset(store, "synthetic", options={"size": 8, "image_size": 64})
+    kwargs = {"encoder": TINY, **kwargs}
+    with pytest.raises(PartawareError, match=error):
+        extract_features(store, "synthetic", **kwargs)
+    assert store.listdir("features") == []
+
+
+def test_an_unprepared_dataset_is_a_clear_error(store):
+    from partaware.extract.pipeline import extract_features
+
+    with pytest.raises(StorageError, match="partctl data prepare"):
+        extract_features(store, "synthetic", TINY)

@@ -32,6 +32,7 @@ from partaware.datasets.store import PreparedDataset, open_prepared
 from partaware.encoders.base import PREPROCESS_VERSION, EncoderSpec
 from partaware.encoders.loading import load_encoder
 from partaware.encoders.registry import ENCODERS, _load_builtin_encoders
+from partaware.errors import SpecError
 from partaware.extract.crops import crop_regions
 from partaware.extract.features import (
     ERRORS_FILE,
@@ -53,6 +54,7 @@ from partaware.parquet import parquet_bytes_to_table
 from partaware.storage import StorageRoot, filesystem_for, s3_endpoint, safe_relpath
 
 ProgressFn = Callable[[int, int], None]
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_SHARD_REGIONS = 512
 
 
@@ -346,6 +348,13 @@ def extract_features(
     """
     start = time.perf_counter()
     taps = list(dict.fromkeys(taps))
+    if precision not in PRECISIONS:
+        raise SpecError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if not 0.0 <= max_error_rate <= 1.0 or min_actors < 1 or max_actors < min_actors or batch_size < 1:
+        raise SpecError(
+            f"need 0 <= max_error_rate <= 1, 1 <= min_actors <= max_actors, batch_size >= 1 (got "
+            f"{max_error_rate}, {min_actors}, {max_actors}, {batch_size})"
+        )
     prepared = open_prepared(root, dataset, dataset_version)
     spec = resolve_spec(encoder)
     loaded = load_encoder(spec, root=root, device="cpu", seed=seed)

@@ -26,7 +26,6 @@ from partaware.storage import StorageRoot
 
 #: Columns of the decode stage that travel through the worker unchanged.
 PASSTHROUGH = ("row", "region_id", "shard", "error", "t_read", "t_decode")
-PRECISIONS = ("fp32", "bf16")
 
 
 class FeatureExtractor:
@@ -51,8 +50,8 @@ class FeatureExtractor:
     ):
         if threads:
             torch.set_num_threads(threads)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision {precision!r} is not one of fp32, bf16")
         root = StorageRoot.open(root_uri) if root_uri else None
         self.encoder = load_encoder(encoder, root=root, device=device, seed=seed)
         if expected_digest is not None and self.encoder.weights_digest != expected_digest:
