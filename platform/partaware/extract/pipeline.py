@@ -207,6 +207,8 @@ class ShardWriter:
         if bad:
             rows, ids, reasons = zip(*bad, strict=True)
             self.stats.bytes_written += write_table(self.froot, errors_table(rows, ids, reasons), errors_name(shard))
+        elif self.froot.exists(errors_name(shard)):  # left by an interrupted run whose inputs have since healed
+            self.froot.fs.rm(self.froot.join(errors_name(shard)))
         # a shard of only errors keeps its tap columns, with 0 rows and an unknown (empty) shape
         arrays = {t: np.stack([f[t] for _, _, f in good]) if good else np.zeros((0, 0)) for t in self.taps}
         table = shard_table(np.asarray([g[0] for g in good], np.int64), [g[1] for g in good], arrays)
