@@ -1,0 +1,105 @@
+"""Ray Tune searches on a real local Ray: the better learning rate wins, the test split is never seen
+during selection, an interrupted (here: finished) search resumes from its storage, records are complete."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from partaware.errors import SpecError
+from partaware.probes.retrieval import ProbeInputError
+from partaware.results import read_results, write_results
+from partaware.spec import SearchSettings
+from partaware.tune import run_probe_search
+
+
+def _separable(n: int, seed: int, classes: int = 3, dim: int = 8):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    centers = np.random.default_rng(42).normal(size=(classes, dim)) * 3.0
+    return (centers[y] + rng.normal(size=(n, dim))).astype(np.float32), y
+
+
+def _data(test_seed: int = 1, shuffle_test_labels: bool = False):
+    x, y = _separable(240, 0)
+    xt, yt = _separable(120, test_seed)
+    if shuffle_test_labels:
+        yt = np.random.default_rng(5).permutation(yt)
+    return {"train": x, "test": xt}, {"train": y, "test": yt}
+
+
+SETTINGS = SearchSettings(num_samples=1, max_epochs=4, grace_period=2, reduction_factor=2, val_fraction=0.25)
+LR_GRID = {"lr": {"type": "grid", "values": [1e-6, 0.5]}}
+FIXED = {"batch_size": 32, "device": "cpu"}
+
+
+@pytest.mark.ray
+def test_search_picks_the_better_learning_rate_and_fills_the_record(ray_local, tmp_path, store):
+    feats, labels = _data()
+    out = run_probe_search("linear", feats, labels, space=LR_GRID, settings=SETTINGS, fixed=FIXED, seed=0,
+                           storage_path=str(tmp_path / "tune"), name="lin")  # fmt: skip
+    assert out.best_config["lr"] == 0.5
+    assert out.trials == 2 and len(out.trial_results) == 2
+    by_lr = {t["config"]["lr"]: t["metric"] for t in out.trial_results}
+    assert by_lr[0.5] > by_lr[1e-6] + 0.3
+    assert out.value >= 95.0 and out.metric == "top1"
+    assert (out.n_train, out.n_val, out.n_test) == (180, 60, 120)
+    assert out.search_space["lr"]["type"] == "grid" and out.search_space["batch_size"] == {"fixed": 32}
+    assert "test never seen" in out.protocol["selection"] and out.protocol["final_fit"].startswith("best")
+    assert out.wall_seconds > 0 and out.cpu_hours > 0
+    assert (tmp_path / "tune" / "lin").is_dir()
+    record = out.to_record(run_id="r1", encoder="vit_tiny.test", family="supervised", dataset="synthetic",
+                           dataset_version="v0", level="part", feature="cls", zoo="test")  # fmt: skip
+    write_results(store, [record])
+    assert read_results(store)[0].best_config["lr"] == 0.5
+
+
+@pytest.mark.ray
+def test_test_split_is_never_seen_during_selection(ray_local, tmp_path):
+    """Two searches that differ only in the test split (true vs shuffled labels) select identically."""
+    outcomes = []
+    for i, shuffled in enumerate((False, True)):
+        feats, labels = _data(shuffle_test_labels=shuffled)
+        outcomes.append(run_probe_search("linear", feats, labels, space=LR_GRID, settings=SETTINGS, fixed=FIXED,
+                                         storage_path=str(tmp_path / "tune"), name=f"s{i}"))  # fmt: skip
+    a, b = outcomes
+    assert a.best_config == b.best_config
+    assert [t["metric"] for t in a.trial_results] == [t["metric"] for t in b.trial_results]
+    assert a.value >= 95.0 and b.value < 60.0  # only the final score saw the (shuffled) test labels
+
+
+@pytest.mark.ray
+def test_finished_search_resumes_from_storage_without_new_trials(ray_local, tmp_path):
+    feats, labels = _data()
+    kwargs = dict(space=LR_GRID, settings=SETTINGS, fixed=FIXED, storage_path=str(tmp_path / "tune"), name="again")
+    first = run_probe_search("linear", feats, labels, **kwargs)
+    second = run_probe_search("linear", feats, labels, **kwargs)
+    assert second.experiment_path == first.experiment_path
+    assert sorted(t["metric"] for t in second.trial_results) == sorted(t["metric"] for t in first.trial_results)
+    assert second.best_config == first.best_config
+
+
+@pytest.mark.ray
+def test_knn_search_over_k(ray_local, tmp_path):
+    feats, labels = _data()
+    out = run_probe_search("knn", feats, labels, space={"k": {"type": "grid", "values": [1, 15]}},
+                           settings=SETTINGS, fixed={"temperature": 0.1}, storage_path=str(tmp_path / "t"),
+                           name="knn", seeds=[0, 1])  # fmt: skip
+    assert out.trials == 2 and out.value >= 95.0 and out.seeds == [0, 1] and out.std == 0.0
+
+
+def test_retrieval_needs_no_search_and_uses_every_split():
+    feats, labels = _data()
+    out = run_probe_search("retrieval", feats, labels)
+    assert out.metric == "ap" and out.n_test == 360 and out.trials == 0
+    assert out.protocol["query_in_gallery"] is True and 0 < out.value <= 100
+
+
+def test_bad_search_requests_fail_clearly(tmp_path):
+    feats, labels = _data()
+    with pytest.raises(ProbeInputError, match="Valid: attentive, knn, linear, retrieval, segmentation"):
+        run_probe_search("linaer", feats, labels, storage_path=str(tmp_path))
+    with pytest.raises(SpecError, match="absolute path or a URI"):
+        run_probe_search("linear", feats, labels, space=LR_GRID, storage_path="relative/dir")
+    with pytest.raises(ProbeInputError, match="'test' split"):
+        run_probe_search("linear", {"train": feats["train"]}, {"train": labels["train"]}, storage_path=str(tmp_path))
