@@ -260,7 +260,7 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
             param_space=grid,
             tune_config=tune.TuneConfig(metric=f"val_{metric}", mode="max", scheduler=scheduler,
                                         num_samples=settings.num_samples),
-            run_config=tune.RunConfig(name=name, storage_path=path, storage_filesystem=filesystem),
+            run_config=tune.RunConfig(name=name, storage_path=path, storage_filesystem=filesystem, verbose=0),
         )  # fmt: skip
     grid_result = tuner.fit()
     if grid_result.num_errors:

@@ -1,0 +1,85 @@
+"""Ray Tune for linear probes on cached features: trials per minute and the per-trial overhead.
+
+Baseline, in the same process: the same configurations trained one after another with the plain
+probe function (no Ray). Then the Tune search (local Ray, ``--cpus`` CPUs, one CPU per trial), first
+without early stopping (same work as the baseline, so the difference is overhead), then with ASHA.
+Per-trial overhead = (wall x concurrent trials - summed in-trial training time) / trials.
+
+    python bench/bench_tune.py [--n 4000] [--dim 384] [--trials 8] [--epochs 10] [--cpus 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+
+from partaware.probes.splits import stratified_validation_split
+from partaware.probes.tasks import fit_and_score
+from partaware.spec import Resources, SearchSettings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=4000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+
+    import ray
+    import torch
+
+    from partaware.tune import run_probe_search
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, args.classes, args.n)
+    x = (rng.normal(size=(args.classes, args.dim))[y] * 0.12 + rng.normal(size=(args.n, args.dim))).astype(np.float32)
+    test = rng.permutation(args.n)[: args.n // 5]
+    train = np.setdiff1d(np.arange(args.n), test)
+    feats, labels = {"train": x[train], "test": x[test]}, {"train": y[train], "test": y[test]}
+    lrs = np.geomspace(1e-3, 1.0, args.trials).tolist()
+    fixed = {"batch_size": 256, "epochs": args.epochs, "device": "cpu"}
+    print(
+        f"tune bench: linear probe, {len(train)} train x {args.dim} dims, {args.classes} classes, "
+        f"{args.trials} trials x {args.epochs} epochs, {args.cpus} CPUs, 1 CPU per trial"
+    )
+
+    torch.set_num_threads(1)
+    tr, va = stratified_validation_split(y[train], 0.2, seed=0)
+    start = time.perf_counter()
+    for lr in lrs:
+        fit_and_score("linear", (x[train][tr], y[train][tr]), (x[train][va], y[train][va]), {**fixed, "lr": lr},
+                      num_classes=args.classes)  # fmt: skip
+    serial = time.perf_counter() - start
+    print(
+        f"  baseline, plain loop without Ray: {serial / args.trials:.2f} s/trial, "
+        f"{60 * args.trials / serial:.1f} trials/min (one process)"
+    )
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    space = {"lr": {"type": "grid", "values": lrs}}
+    slots = min(args.cpus, args.trials)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, grace in (("no early stopping", args.epochs), ("ASHA (grace 2, factor 2)", 2)):
+            settings = SearchSettings(num_samples=1, max_epochs=args.epochs, grace_period=grace, reduction_factor=2)
+            start = time.perf_counter()
+            out = run_probe_search("linear", feats, labels, space=space, settings=settings, fixed=fixed,
+                                   storage_path=tmp, name=f"bench-{grace}", resources=Resources(cpus_per_trial=1),
+                                   resume=False)  # fmt: skip
+            wall = time.perf_counter() - start
+            in_trial = sum(t["seconds"] for t in out.trial_results)
+            overhead = (wall * slots - in_trial) / out.trials
+            print(f"  tune, {label}: {wall:.1f} s wall (search + final fit), {60 * out.trials / wall:.1f} trials/min, "
+                  f"{in_trial / out.trials:.2f} s training per trial, overhead {overhead:.2f} s/trial, "
+                  f"{out.trials_stopped_early} stopped early, best lr {out.best_config['lr']:.3g} -> "
+                  f"test top-1 {out.value:.1f}%")  # fmt: skip
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
