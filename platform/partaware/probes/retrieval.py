@@ -105,83 +105,76 @@ def _ap_rows_torch(sim: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
 if _HAVE_NUMBA:
 
     @numba.njit(cache=True, nogil=True)
-    def _ap_one_row(row, pos, grid, pv, cell_of, start, order, hist_all, hist_pos):  # pragma: no cover - jit
+    def _ap_one_row(row, pos, grid, pv, order, cell_of, start, hist):  # pragma: no cover - jit
+        """AP of one row: bucket-sort the positives, count every item against them, suffix sums."""
         n = row.shape[0]
         n_pos = 0
-        for i in range(n):  # gather the positives
-            if pos[i]:
-                pv[n_pos] = row[i]
-                n_pos += 1
+        for i in range(n):  # gather the positives (branch-free)
+            pv[n_pos] = row[i]
+            n_pos += pos[i]
         if n_pos == 0:
             return np.nan
-        # Grid over mean +- 4 std of the positives: outliers (the query itself at 1.0) fall in end cells.
+        # Grid over the positives' mean +- 4 std: outliers (the query itself at 1.0) land in the end cells.
         mean = 0.0
+        lo = pv[0]
+        hi = pv[0]
         for j in range(n_pos):
             mean += pv[j]
+            lo = min(lo, pv[j])
+            hi = max(hi, pv[j])
         mean /= n_pos
         var = 0.0
         for j in range(n_pos):
             var += (pv[j] - mean) ** 2
         std = np.sqrt(var / n_pos)
-        lo, hi = pv[0], pv[0]
-        for j in range(n_pos):
-            lo = min(lo, pv[j])
-            hi = max(hi, pv[j])
-        lo = max(lo, mean - 4.0 * std)
-        hi = min(hi, mean + 4.0 * std)
+        lo = max(lo, np.float32(mean - 4.0 * std))
+        hi = min(hi, np.float32(mean + 4.0 * std))
         n_cells = grid * n_pos
-        scale = n_cells / (hi - lo) if hi > lo else 0.0
-        for c in range(n_cells + 1):
-            start[c] = 0
-        for j in range(n_pos):  # counting sort of the positives by cell ...
-            v = pv[j]
-            if v <= lo:
-                c = 0
-            elif v >= hi:
-                c = n_cells - 1
-            else:
-                c = min(int((v - lo) * scale), n_cells - 1)
+        top = np.float32(n_cells - 1)
+        zero = np.float32(0.0)
+        scale = np.float32(n_cells / (hi - lo)) if hi > lo else zero
+        start[: n_cells + 2] = 0
+        for j in range(n_pos):  # counting sort of the positives by cell (the cell map is monotone) ...
+            c = int(min(max((pv[j] - lo) * scale, zero), top))
             cell_of[j] = c
             start[c + 1] += 1
         for c in range(n_cells):
             start[c + 1] += start[c]
-        for c in range(n_cells + 1):
-            hist_all[c] = 0  # reused as the fill cursor
-        for j in range(n_pos):
+        for j in range(n_pos):  # fill each cell from its end: start[c + 1] ends as cell c's first slot
             c = cell_of[j]
-            order[start[c] + hist_all[c]] = pv[j]
-            hist_all[c] += 1
+            x = start[c + 1] - 1
+            start[c + 1] = x
+            order[x] = pv[j]
+        start[n_cells + 1] = n_pos  # cell c spans [start[c + 1], start[c + 2])
         for c in range(n_cells):  # ... then insertion sort inside each (small) cell
-            for x in range(start[c] + 1, start[c + 1]):
+            first = start[c + 1]
+            for x in range(first + 1, start[c + 2]):
                 v = order[x]
                 y = x - 1
-                while y >= start[c] and order[y] > v:
+                while y >= first and order[y] > v:
                     order[y + 1] = order[y]
                     y -= 1
                 order[y + 1] = v
-        for j in range(n_pos + 1):
-            hist_all[j] = 0
-            hist_pos[j] = 0
-        for i in range(n):  # k = number of positives <= row[i]
+        order[n_pos] = np.inf  # sentinels: the two branch-free steps below may read past a cell
+        order[n_pos + 1] = np.inf
+        hist[: n_pos + 1] = 0
+        pos_unit = np.int64(1) << 32  # one histogram: all items in the low 32 bits, positives above
+        for i in range(n):  # k = number of positives <= row[i]; exact, ties included
             v = row[i]
-            if v <= lo:
-                c = 0
-            elif v >= hi:
-                c = n_cells - 1
-            else:
-                c = min(int((v - lo) * scale), n_cells - 1)
-            k = start[c]
-            end = start[c + 1]
+            c = int(min(max((v - lo) * scale, zero), top))
+            k = start[c + 1]
+            end = start[c + 2]
+            k += (k < end) & (order[k] <= v)
+            k += (k < end) & (order[k] <= v)
             while k < end and order[k] <= v:
                 k += 1
-            hist_all[k] += 1
-            hist_pos[k] += pos[i]
+            hist[k] += 1 + pos[i] * pos_unit
         total = 0.0
         at_least_all = 0
         at_least_pos = 0
-        for j in range(n_pos, 0, -1):
-            at_least_all += hist_all[j]
-            at_least_pos += hist_pos[j]
+        for j in range(n_pos, 0, -1):  # the j-th smallest positive: A and T are suffix sums
+            at_least_all += hist[j] & 0xFFFFFFFF
+            at_least_pos += hist[j] >> 32
             total += at_least_pos / at_least_all
         return total / n_pos
 
@@ -191,16 +184,17 @@ if _HAVE_NUMBA:
         out = np.empty(b, dtype=np.float64)
         for r in numba.prange(b):
             pv = np.empty(n, dtype=np.float32)
-            order = np.empty(n, dtype=np.float32)
-            cell_of = np.empty(n, dtype=np.int64)
-            start = np.empty(grid * n + 1, dtype=np.int64)
-            hist_all = np.empty(grid * n + 1, dtype=np.int64)
-            hist_pos = np.empty(n + 1, dtype=np.int64)
-            out[r] = _ap_one_row(sim[r], pos[r], grid, pv, cell_of, start, order, hist_all, hist_pos)
+            order = np.empty(n + 2, dtype=np.float32)
+            cell_of = np.empty(n, dtype=np.int32)
+            start = np.empty(grid * n + 3, dtype=np.int32)
+            hist = np.empty(n + 1, dtype=np.int64)
+            out[r] = _ap_one_row(sim[r], pos[r], grid, pv, order, cell_of, start, hist)
         return out
 
 
-def _ap_rows_numba(sim: np.ndarray, positive: np.ndarray, grid: int = 2) -> np.ndarray:
+def _ap_rows_numba(sim: np.ndarray, positive: np.ndarray, grid: int = 8) -> np.ndarray:
+    if sim.shape[1] >= 2**31 // (grid + 1):
+        raise ProbeInputError(f"retrieval rows of {sim.shape[1]} items exceed the kernel's int32 counters")
     return _ap_rows_kernel(sim, positive, grid)
 
 
