@@ -11,6 +11,7 @@ Per-trial overhead = (wall x concurrent trials - summed in-trial training time) 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -19,6 +20,8 @@ import numpy as np
 from partaware.probes.splits import stratified_validation_split
 from partaware.probes.tasks import fit_and_score
 from partaware.spec import Resources, SearchSettings
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def main() -> None:

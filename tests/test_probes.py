@@ -236,3 +236,20 @@ def test_segmentation_probe_learns_and_stays_low_on_noise():
     # a list of per-block maps is concatenated, as the paper's resize_concat
     fit = train_segmentation_probe([maps[:, :4], maps[:, 4:]], labels, num_classes=3, config={**cfg, "epochs": 1})
     assert fit.model.conv.in_channels == 8
+
+
+def test_linear_heads_trained_together_equal_separate_training():
+    from partaware.probes.linear import train_linear_heads
+
+    x, y = _separable(300, 8, 3, seed=0)
+    xt, yt = _separable(200, 8, 3, seed=1)
+    base = {"epochs": 3, "batch_size": 50, "device": "cpu", "seed": 4}
+    seen = []
+    together = train_linear_heads(x, y, num_classes=3, configs=[{**base, "lr": 0.2}, {**base, "lr": 1e-6}],
+                                  x_eval=xt, y_eval=yt, on_epoch=lambda e, m: seen.append(m))  # fmt: skip
+    alone = train_linear_probe(x, y, num_classes=3, config={**base, "lr": 0.2}, x_eval=xt, y_eval=yt)
+    assert together[0]["top1"] == pytest.approx(alone.metrics["top1"], abs=1e-9)
+    assert together[0]["top1"] > together[1]["top1"] + 0.2
+    assert seen[-1]["best_head"] == 0 and seen[-1]["top1"] == together[0]["top1"]
+    with pytest.raises(ProbeInputError, match="may differ only in lr, weight_decay"):
+        train_linear_heads(x, y, num_classes=3, configs=[{**base, "lr": 0.1}, {**base, "lr": 0.1, "epochs": 2}])

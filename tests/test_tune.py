@@ -103,3 +103,15 @@ def test_bad_search_requests_fail_clearly(tmp_path):
         run_probe_search("linear", feats, labels, space=LR_GRID, storage_path="relative/dir")
     with pytest.raises(ProbeInputError, match="'test' split"):
         run_probe_search("linear", {"train": feats["train"]}, {"train": labels["train"]}, storage_path=str(tmp_path))
+
+
+@pytest.mark.ray
+def test_many_heads_in_one_trial_pick_the_better_learning_rate(ray_local, tmp_path):
+    feats, labels = _data()
+    out = run_probe_search("linear", feats, labels, space=LR_GRID, settings=SETTINGS, fixed=FIXED,
+                           storage_path=str(tmp_path / "tune"), name="heads", heads_per_trial=2)  # fmt: skip
+    assert out.trials == 2 and {t["config"]["lr"] for t in out.trial_results} == {1e-6, 0.5}
+    assert out.best_config["lr"] == 0.5 and "heads" not in out.best_config and out.value >= 95.0
+    with pytest.raises(ProbeInputError, match="heads_per_trial"):
+        run_probe_search("linear", feats, labels, space={"epochs": {"type": "grid", "values": [1, 2]}},
+                         settings=SETTINGS, storage_path=str(tmp_path), heads_per_trial=2)  # fmt: skip

@@ -13,6 +13,7 @@ an interrupted search resumes from there (``Tuner.restore``), keeping its finish
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from partaware.errors import PartawareError, SpecError
+from partaware.probes.linear import PER_HEAD_KEYS, train_linear_heads
 from partaware.probes.retrieval import ProbeInputError, retrieval_ap
 from partaware.probes.splits import random_validation_split, stratified_validation_split
 from partaware.probes.tasks import PRIMARY_METRIC, TRAINED, concat, fit_and_score, infer_num_classes, num_rows, subset
@@ -139,6 +141,11 @@ def _trial(config: dict[str, Any], *, data: dict[str, Any], task: str, num_class
     def report(epoch: int, metrics: dict[str, float]) -> None:
         tune.report({f"val_{k}" if k not in ("epoch", "train_loss") else k: v for k, v in metrics.items()})
 
+    if "heads" in config:  # several linear heads trained in one pass (heads_per_trial > 1)
+        shared = {k: v for k, v in config.items() if k != "heads"}
+        train_linear_heads(*data["train"], num_classes=num_classes, configs=[{**shared, **h} for h in config["heads"]],
+                           x_eval=data["val"][0], y_eval=data["val"][1], on_epoch=report)  # fmt: skip
+        return
     fit_and_score(task, data["train"], data["val"], config, num_classes=num_classes, on_epoch=report)
 
 
@@ -158,6 +165,7 @@ def run_probe_search(
     num_classes: int | None = None,
     resume: bool = True,
     exclude_self: bool = False,
+    heads_per_trial: int = 1,
 ) -> SearchOutcome:
     """Search ``task``'s configuration on train/val, train the best on train+val, score it once on test.
 
@@ -165,7 +173,10 @@ def run_probe_search(
     ``partaware.probes.tasks``. ``space``: the job spec's ``search[task]``; ``fixed``: settings every
     trial shares (``optimizer``, ``feature``, ``eval_batch_stats`` ...). ``seeds``: the final fit's seeds
     (default ``[seed]``); mean and std over them. Retrieval scores every split together (the paper's
-    gallery is the whole dataset) and needs no ``storage_path``.
+    gallery is the whole dataset) and needs no ``storage_path``. ``heads_per_trial > 1`` (linear only,
+    searching only ``lr``/``weight_decay``): the sampled configurations are trained that many heads
+    per trial in one pass over the data, which saves the per-trial overhead; the record then counts
+    heads as trials.
     """
     if task not in TASKS:
         raise ProbeInputError(f"unknown probe task {task!r}. Valid: {', '.join(sorted(TASKS))}")
@@ -188,6 +199,8 @@ def run_probe_search(
     fixed = dict(fixed or {})
     space = dict(space or {})
     grid = _search_grid(task, space, fixed, settings, seed)
+    if heads_per_trial > 1:
+        grid = _multi_head_grid(task, space, fixed, settings, seed, heads_per_trial)
 
     trial_results, best_config, trials_cpu_s, trials_gpu_s, experiment_path = _search(
         task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric
@@ -221,6 +234,39 @@ def _search_grid(task: str, space: dict, fixed: dict, settings: SearchSettings, 
     if task in TRAINED and "epochs" not in grid:
         grid["epochs"] = settings.max_epochs
     return grid
+
+
+def _sample_configs(space: Mapping[str, Any], num_samples: int, seed: int) -> list[dict[str, Any]]:
+    """Tune's semantics on the driver: every grid combination, ``num_samples`` times, other axes drawn."""
+    rng = np.random.default_rng(seed)
+    dims = {k: v if isinstance(v, SearchDim) else SearchDim.model_validate(v) for k, v in space.items()}
+    grids = [dict(zip([k for k, d in dims.items() if d.type == "grid"], combo, strict=True)) for combo in
+             itertools.product(*[d.values for d in dims.values() if d.type == "grid"])]  # fmt: skip
+    out = []
+    for _ in range(num_samples):
+        for g in grids:
+            config = dict(g)
+            for k, d in dims.items():
+                if d.type == "loguniform":
+                    config[k] = float(np.exp(rng.uniform(np.log(d.low), np.log(d.high))))
+                elif d.type == "uniform":
+                    config[k] = float(rng.uniform(d.low, d.high))
+                elif d.type == "choice":
+                    config[k] = d.values[int(rng.integers(len(d.values)))]
+            out.append(config)
+    return out
+
+
+def _multi_head_grid(task, space, fixed, settings, seed, heads_per_trial) -> dict[str, Any]:
+    from ray import tune
+
+    if task != "linear" or not set(space) <= set(PER_HEAD_KEYS):
+        raise ProbeInputError(f"heads_per_trial > 1 needs the linear task searching only {', '.join(PER_HEAD_KEYS)} "
+                              f"(got task {task!r}, searched {sorted(space)})")  # fmt: skip
+    configs = _sample_configs(space, settings.num_samples, seed)
+    chunks = [configs[i : i + heads_per_trial] for i in range(0, len(configs), heads_per_trial)]
+    return {**fixed, "seed": seed, "epochs": fixed.get("epochs", settings.max_epochs),
+            "heads": tune.grid_search(chunks)}  # fmt: skip
 
 
 def _resources(resources: Resources) -> tuple[dict[str, float], str | None]:
@@ -259,14 +305,14 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
             trainable,
             param_space=grid,
             tune_config=tune.TuneConfig(metric=f"val_{metric}", mode="max", scheduler=scheduler,
-                                        num_samples=settings.num_samples),
+                                        num_samples=1 if "heads" in grid else settings.num_samples,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=path, storage_filesystem=filesystem, verbose=0),
         )  # fmt: skip
     grid_result = tuner.fit()
     if grid_result.num_errors:
         raise PartawareError(f"{grid_result.num_errors} of {len(grid_result)} {task} trials failed; first error: "
                              f"{grid_result.errors[0]}")  # fmt: skip
-    best = grid_result.get_best_result(metric=f"val_{metric}", mode="max", scope="last")
     trial_results, cpu_s, gpu_s = [], 0.0, 0.0
     for result in grid_result:
         planned = int(result.config.get("epochs", 1)) if task in TRAINED else 1
@@ -274,12 +320,17 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
         seconds = float(result.metrics.get("time_total_s", 0.0))
         cpu_s += seconds * request["cpu"]
         gpu_s += seconds * request.get("gpu", 0.0)
-        trial_results.append({
-            "config": _plain(result.config), "metric": float(result.metrics.get(f"val_{metric}", float("nan"))),
-            "iterations": iterations, "stopped_early": iterations < planned, "seconds": seconds,
-        })  # fmt: skip
-    best_config = {k: v for k, v in _plain(best.config).items() if k != "device"}
-    return trial_results, best_config, cpu_s, gpu_s, grid_result.experiment_path
+        config = {k: v for k, v in _plain(result.config).items() if k not in ("device", "heads")}
+        heads = result.config.get("heads") or [{}]
+        for i, head in enumerate(heads):  # one entry per configuration (per head when heads share a trial)
+            key = f"val_{metric}_head{i}" if "heads" in result.config else f"val_{metric}"
+            trial_results.append({
+                "config": {**config, **_plain(head)}, "metric": float(result.metrics.get(key, float("nan"))),
+                "iterations": iterations, "stopped_early": iterations < planned,
+                "seconds": seconds / len(heads),
+            })  # fmt: skip
+    best = max(trial_results, key=lambda t: -np.inf if np.isnan(t["metric"]) else t["metric"])
+    return trial_results, best["config"], cpu_s, gpu_s, grid_result.experiment_path
 
 
 def _plain(config: Mapping[str, Any]) -> dict[str, Any]:

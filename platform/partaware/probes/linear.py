@@ -83,3 +83,73 @@ def train_linear_probe(
             return evaluate_classifier(m, xe, ye, cfg)
 
     return fit_head(model, x, y, config=cfg, loss_fn=nn.functional.cross_entropy, evaluate=evaluate, on_epoch=on_epoch)
+
+
+class LinearHeads(nn.Module):
+    """Several independent linear heads on one input: one pass over the data trains them all."""
+
+    def __init__(self, dim: int, num_classes: int, count: int):
+        super().__init__()
+        self.heads = nn.ModuleList(LinearHead(dim, num_classes) for _ in range(count))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([h(x) for h in self.heads], dim=1)  # (N, heads, C)
+
+
+#: Settings that may differ between heads trained together; everything else must be shared.
+PER_HEAD_KEYS = ("lr", "weight_decay")
+
+
+def train_linear_heads(
+    x_train,
+    y_train,
+    *,
+    num_classes: int,
+    configs: list[Mapping[str, Any]],
+    x_eval=None,
+    y_eval=None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train one linear head per config in a single pass (DINOv2's trick for cheap probes).
+
+    Heads may differ only in ``lr`` and ``weight_decay`` (one optimizer parameter group each; the
+    summed loss gives every head its own gradient). Returns each head's final metrics; ``on_epoch``
+    gets ``top1`` (the best head), ``best_head`` and ``top1_head<i>`` for every head.
+    """
+    if not configs:
+        raise ProbeInputError("train_linear_heads needs at least one configuration")
+    shared = [{k: v for k, v in c.items() if k not in PER_HEAD_KEYS} for c in configs]
+    if any(s != shared[0] for s in shared):
+        raise ProbeInputError(f"heads trained together may differ only in {', '.join(PER_HEAD_KEYS)}")
+    cfgs = [TrainConfig.from_mapping(c, head_keys=("feature",)) for c in configs]
+    base = cfgs[0]
+    x, y = linear_input(x_train, base.extra.get("feature", "cls")), as_tensor(y_train, dtype=torch.long)
+    check_classification_arrays(x, y, num_classes)
+    torch.manual_seed(base.seed)
+    model = LinearHeads(x.shape[1], num_classes, len(cfgs))
+    groups = [{"params": h.parameters(), "lr": c.lr, "weight_decay": c.weight_decay} for h, c in zip(
+        model.heads, cfgs, strict=True)]  # fmt: skip
+    if base.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=base.lr, momentum=base.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=base.lr)
+    evaluate = None
+    if x_eval is not None:
+        xe, ye = linear_input(x_eval, base.extra.get("feature", "cls")), as_tensor(y_eval, dtype=torch.long)
+        check_classification_arrays(xe, ye, num_classes)
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            logits = predict_logits(m, xe, batch_size=base.eval_batch_size, device=base.torch_device())
+            per_head = [top1_accuracy(logits[:, i], ye) for i in range(len(cfgs))]
+            best = max(range(len(per_head)), key=per_head.__getitem__)
+            return {"top1": per_head[best], "best_head": float(best),
+                    **{f"top1_head{i}": a for i, a in enumerate(per_head)}}  # fmt: skip
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        heads = logits.shape[1]
+        return nn.functional.cross_entropy(logits.flatten(0, 1), target.repeat_interleave(heads)) * heads
+
+    fit = fit_head(model, x, y, config=base, loss_fn=loss_fn, evaluate=evaluate, on_epoch=on_epoch,
+                   optimizer=optimizer)  # fmt: skip
+    return [{"top1": fit.metrics.get(f"top1_head{i}", float("nan")), "epoch": fit.metrics["epoch"]}
+            for i in range(len(cfgs))]  # fmt: skip

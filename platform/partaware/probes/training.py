@@ -99,6 +99,7 @@ def fit_head(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> FitResult:
     """Train ``model`` on (inputs, targets) for ``config.epochs``; evaluate and report after each epoch."""
     device = config.torch_device()
@@ -110,7 +111,7 @@ def fit_head(
     steps_per_epoch = math.ceil(n / config.batch_size)
     total = steps_per_epoch * config.epochs
     warmup = int(config.warmup_epochs * steps_per_epoch)
-    opt = _optimizer(model, config)
+    opt = optimizer or _optimizer(model, config)  # a given optimizer: per-head parameter groups
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, warmup, config.schedule))
     history: list[dict[str, float]] = []
     for epoch in range(1, config.epochs + 1):
