@@ -35,7 +35,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     labels = torch.randint(0, args.classes, (args.n,), generator=gen)
     centers = torch.randn(args.classes, args.dim, generator=gen)
-    feats = 0.35 * centers[labels] + torch.randn(args.n, args.dim, generator=gen)  # overlapping classes
+    feats = 0.1 * centers[labels] + torch.randn(args.n, args.dim, generator=gen)  # overlapping classes
     feats[1::97] = feats[0::97][: len(feats[1::97])]  # exact duplicates: tied similarities
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(

@@ -68,19 +68,25 @@ def main() -> None:
     space = {"lr": {"type": "grid", "values": lrs}}
     slots = min(args.cpus, args.trials)
     with tempfile.TemporaryDirectory() as tmp:
-        for label, grace in (("no early stopping", args.epochs), ("ASHA (grace 2, factor 2)", 2)):
+        variants = (
+            ("no early stopping, 1 head per trial", args.epochs, 1),
+            ("ASHA (grace 2, factor 2), 1 head per trial", 2, 1),
+            (f"no early stopping, {args.trials // slots} heads per trial", args.epochs, args.trials // slots),
+        )
+        for i, (label, grace, heads) in enumerate(variants):
             settings = SearchSettings(num_samples=1, max_epochs=args.epochs, grace_period=grace, reduction_factor=2)
             start = time.perf_counter()
             out = run_probe_search("linear", feats, labels, space=space, settings=settings, fixed=fixed,
-                                   storage_path=tmp, name=f"bench-{grace}", resources=Resources(cpus_per_trial=1),
-                                   resume=False)  # fmt: skip
+                                   storage_path=tmp, name=f"bench-{i}", resources=Resources(cpus_per_trial=1),
+                                   resume=False, heads_per_trial=heads)  # fmt: skip
             wall = time.perf_counter() - start
-            in_trial = sum(t["seconds"] for t in out.trial_results)
-            overhead = (wall * slots - in_trial) / out.trials
-            print(f"  tune, {label}: {wall:.1f} s wall (search + final fit), {60 * out.trials / wall:.1f} trials/min, "
-                  f"{in_trial / out.trials:.2f} s training per trial, overhead {overhead:.2f} s/trial, "
-                  f"{out.trials_stopped_early} stopped early, best lr {out.best_config['lr']:.3g} -> "
-                  f"test top-1 {out.value:.1f}%")  # fmt: skip
+            in_trial = sum(t["seconds"] for t in out.trial_results)  # per-head shares add up to trial time
+            ray_trials = -(-out.trials // heads)
+            overhead = (wall * slots - in_trial) / ray_trials
+            print(f"  tune, {label}: {wall:.1f} s wall (search + final fit), {60 * out.trials / wall:.1f} configs/min, "
+                  f"{ray_trials} Ray trials, {in_trial / out.trials:.2f} s training per config, "
+                  f"overhead {overhead:.2f} s per Ray trial, {out.trials_stopped_early} stopped early, "
+                  f"best lr {out.best_config['lr']:.3g} -> test top-1 {out.value:.1f}%")  # fmt: skip
     ray.shutdown()
 
 

@@ -115,3 +115,18 @@ def test_many_heads_in_one_trial_pick_the_better_learning_rate(ray_local, tmp_pa
     with pytest.raises(ProbeInputError, match="heads_per_trial"):
         run_probe_search("linear", feats, labels, space={"epochs": {"type": "grid", "values": [1, 2]}},
                          settings=SETTINGS, storage_path=str(tmp_path), heads_per_trial=2)  # fmt: skip
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_search_results_go_to_object_storage(ray_local, s3_bucket, monkeypatch):
+    import s3fs
+
+    from partaware.storage import s3_endpoint
+
+    feats, labels = _data()
+    out = run_probe_search("knn", feats, labels, space={"k": {"type": "grid", "values": [1, 5]}}, settings=SETTINGS,
+                           storage_path=f"s3://{s3_bucket}/runs/r1/tune", name="knn-s3")  # fmt: skip
+    assert out.trials == 2 and out.value >= 95.0
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint()})
+    assert fs.ls(f"{s3_bucket}/runs/r1/tune/knn-s3")  # Tune's experiment state lives in the bucket
