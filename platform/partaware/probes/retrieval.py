@@ -179,23 +179,24 @@ if _HAVE_NUMBA:
         return total / n_pos
 
     @numba.njit(parallel=True, cache=True)
-    def _ap_rows_kernel(sim, pos, grid):  # pragma: no cover - jit
+    def _ap_rows_kernel(sim, pos, grid, n_workers):  # pragma: no cover - jit
         b, n = sim.shape
         out = np.empty(b, dtype=np.float64)
-        for r in numba.prange(b):
+        for w in numba.prange(n_workers):  # buffers once per worker, not per row (big ones cost page faults)
             pv = np.empty(n, dtype=np.float32)
             order = np.empty(n + 2, dtype=np.float32)
             cell_of = np.empty(n, dtype=np.int32)
             start = np.empty(grid * n + 3, dtype=np.int32)
             hist = np.empty(n + 1, dtype=np.int64)
-            out[r] = _ap_one_row(sim[r], pos[r], grid, pv, order, cell_of, start, hist)
+            for r in range(w, b, n_workers):
+                out[r] = _ap_one_row(sim[r], pos[r], grid, pv, order, cell_of, start, hist)
         return out
 
 
 def _ap_rows_numba(sim: np.ndarray, positive: np.ndarray, grid: int = 8) -> np.ndarray:
     if sim.shape[1] >= 2**31 // (grid + 1):
         raise ProbeInputError(f"retrieval rows of {sim.shape[1]} items exceed the kernel's int32 counters")
-    return _ap_rows_kernel(sim, positive, grid)
+    return _ap_rows_kernel(sim, positive, grid, max(1, min(numba.get_num_threads(), sim.shape[0])))
 
 
 def retrieval_ap(
