@@ -253,3 +253,16 @@ def test_linear_heads_trained_together_equal_separate_training():
     assert seen[-1]["best_head"] == 0 and seen[-1]["top1"] == together[0]["top1"]
     with pytest.raises(ProbeInputError, match="may differ only in lr, weight_decay"):
         train_linear_heads(x, y, num_classes=3, configs=[{**base, "lr": 0.1}, {**base, "lr": 0.1, "epochs": 2}])
+
+
+def test_retrieval_with_a_whole_class_tied_stays_exact():
+    """Every positive of a row has the same score: one crowded bucket, still exact (and not O(N * P))."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1], [300, 900])
+    x = rng.normal(size=(1200, 16)).astype(np.float32)
+    x[labels == 0] = x[0]  # class 0: identical features
+    result = retrieval_ap(x, labels)
+    reference = _sklearn_per_query(x, labels, exclude_self=False)
+    assert np.abs(result.per_query - reference).max() <= 1e-6
+    with pytest.raises(ProbeInputError, match="NaN"):
+        average_precision_rows(np.array([[np.nan, 1.0]]), np.array([[True, False]]))

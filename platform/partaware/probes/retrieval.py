@@ -78,6 +78,10 @@ def average_precision_rows(sim, positive, *, backend: str = "auto") -> np.ndarra
             raise ProbeInputError("backend 'numba' requested but numba is not installed")
         s = sim.detach().cpu().numpy() if isinstance(sim, torch.Tensor) else np.asarray(sim)
         p = positive.detach().cpu().numpy() if isinstance(positive, torch.Tensor) else np.asarray(positive)
+        if s.shape != p.shape or s.ndim != 2:
+            raise ProbeInputError(f"similarities {s.shape} and positives {p.shape} must be equal 2-D shapes")
+        if np.isnan(s).any():
+            raise ProbeInputError("similarities contain NaN")
         return _ap_rows_numba(np.ascontiguousarray(s, dtype=np.float32), np.ascontiguousarray(p, dtype=np.uint8))
     s = torch.as_tensor(sim)
     p = torch.as_tensor(positive, device=s.device).bool()
@@ -166,8 +170,8 @@ if _HAVE_NUMBA:
             end = start[c + 2]
             k += (k < end) & (order[k] <= v)
             k += (k < end) & (order[k] <= v)
-            while k < end and order[k] <= v:
-                k += 1
+            if k < end and order[k] <= v:  # a crowded cell (many tied positives): binary search, not a walk
+                k += np.searchsorted(order[k:end], v, side="right")
             hist[k] += 1 + pos[i] * pos_unit
         total = 0.0
         at_least_all = 0
