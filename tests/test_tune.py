@@ -130,3 +130,31 @@ def test_search_results_go_to_object_storage(ray_local, s3_bucket, monkeypatch):
     assert out.trials == 2 and out.value >= 95.0
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint()})
     assert fs.ls(f"{s3_bucket}/runs/r1/tune/knn-s3")  # Tune's experiment state lives in the bucket
+
+
+@pytest.mark.ray
+def test_segmentation_and_attentive_searches_run_end_to_end(ray_local, tmp_path):
+    rng = np.random.default_rng(0)
+    grid = rng.integers(0, 2, (40, 2, 2))
+    centers = np.array([[3.0, 0, 0, 0], [0, 3.0, 0, 0]], np.float32)
+    maps = (centers[grid].transpose(0, 3, 1, 2) + 0.3 * rng.normal(size=(40, 4, 2, 2))).astype(np.float32)
+    labels = grid.repeat(4, 1).repeat(4, 2)
+    settings = SearchSettings(num_samples=1, max_epochs=3, grace_period=1, val_fraction=0.25)
+    seg = run_probe_search("segmentation", {"train": maps[:30], "test": maps[30:]},
+                           {"train": labels[:30], "test": labels[30:]},
+                           space={"lr": {"type": "grid", "values": [0.05]}}, settings=settings,
+                           fixed={"batch_size": 8, "device": "cpu"}, storage_path=str(tmp_path),
+                           name="seg")  # fmt: skip
+    assert seg.metric == "miou" and set(seg.metrics) == {"miou", "macc", "aacc"} and seg.value > 50
+    assert (seg.n_train, seg.n_val, seg.n_test) == (22, 8, 10)
+    assert seg.protocol["segmentation_mode"].startswith("fast")
+
+    y = rng.integers(0, 2, 60)
+    tokens = rng.normal(size=(60, 3, 8)).astype(np.float32)
+    tokens[:, 1] += 4.0 * np.eye(8, dtype=np.float32)[y]
+    att = run_probe_search("attentive", {"train": tokens[:45], "test": tokens[45:]}, {"train": y[:45], "test": y[45:]},
+                           space={"lr": {"type": "grid", "values": [0.05]}}, settings=settings,
+                           fixed={"batch_size": 16, "device": "cpu", "num_heads": 2, "eval_batch_stats": True},
+                           storage_path=str(tmp_path), name="att")  # fmt: skip
+    assert att.metric == "top1" and att.protocol["attentive_eval_batch_stats"] is True
+    assert att.best_config["eval_batch_stats"] is True

@@ -222,7 +222,8 @@ def run_probe_search(
         best_config=best_config, trials=len(trial_results), trials_stopped_early=stopped,
         trial_results=trial_results, wall_seconds=time.perf_counter() - start,
         cpu_hours=(trials_cpu_s + final_s * resources.cpus_per_trial) / 3600.0, gpu_hours=trials_gpu_s / 3600.0,
-        protocol=_protocol(task, how, settings, fixed), experiment_path=experiment_path,
+        protocol=_protocol(task, how, settings, {**fixed, **best_config}, heads_per_trial),
+        experiment_path=experiment_path,
     )  # fmt: skip
 
 
@@ -337,7 +338,7 @@ def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in config.items()}
 
 
-def _protocol(task: str, how: str, settings: SearchSettings, fixed: Mapping[str, Any]) -> dict[str, Any]:
+def _protocol(task: str, how: str, settings: SearchSettings, chosen: Mapping[str, Any], heads: int) -> dict[str, Any]:
     protocol = {
         "selection": f"hyperparameters chosen on a validation split: {how}; test never seen during selection",
         "best_config_by": "last reported validation metric of each trial",
@@ -345,13 +346,14 @@ def _protocol(task: str, how: str, settings: SearchSettings, fixed: Mapping[str,
         "asha": {"max_t": settings.max_epochs, "grace_period": settings.grace_period,
                  "reduction_factor": settings.reduction_factor, "num_samples": settings.num_samples},
         "paper_quirk_best_epoch_on_eval": False,
+        "heads_per_trial": heads,
     }  # fmt: skip
     if task == "attentive":
-        protocol["attentive_eval_batch_stats"] = bool(fixed.get("eval_batch_stats", False))
+        protocol["attentive_eval_batch_stats"] = bool(chosen.get("eval_batch_stats", False))
     if task == "segmentation":
         protocol["segmentation_mode"] = "fast: cached feature maps, no augmentation"
     if task in ("linear", "knn"):
-        protocol["feature"] = fixed.get("feature", "cls")
+        protocol["feature"] = chosen.get("feature", "cls")
     return protocol
 
 
