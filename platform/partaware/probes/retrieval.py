@@ -163,9 +163,11 @@ if _HAVE_NUMBA:
         order[n_pos + 1] = np.inf
         hist[: n_pos + 1] = 0
         pos_unit = np.int64(1) << 32  # one histogram: all items in the low 32 bits, positives above
+        for i in range(n):  # every item's cell first: a loop the compiler vectorises
+            cell_of[i] = np.int32(min(max((row[i] - lo) * scale, zero), top))
         for i in range(n):  # k = number of positives <= row[i]; exact, ties included
             v = row[i]
-            c = int(min(max((v - lo) * scale, zero), top))
+            c = cell_of[i]
             k = start[c + 1]
             end = start[c + 2]
             k += (k < end) & (order[k] <= v)
