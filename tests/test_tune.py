@@ -93,6 +93,10 @@ def test_retrieval_needs_no_search_and_uses_every_split():
     out = run_probe_search("retrieval", feats, labels)
     assert out.metric == "ap" and out.n_test == 360 and out.trials == 0
     assert out.protocol["query_in_gallery"] is True and 0 < out.value <= 100
+    taps = {s: {"cls": f, "mean": -f} for s, f in feats.items()}
+    mean = run_probe_search("retrieval", taps, labels, fixed={"feature": "mean"}, exclude_self=True)
+    assert mean.protocol["feature"] == "mean" and mean.protocol["query_in_gallery"] is False
+    assert mean.value < out.value  # the query no longer finds itself
 
 
 def test_bad_search_requests_fail_clearly(tmp_path):

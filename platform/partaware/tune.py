@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from partaware.errors import PartawareError, SpecError
-from partaware.probes.linear import PER_HEAD_KEYS, train_linear_heads
+from partaware.probes.linear import PER_HEAD_KEYS, linear_input, train_linear_heads
 from partaware.probes.retrieval import ProbeInputError, retrieval_ap
 from partaware.probes.splits import random_validation_split, stratified_validation_split
 from partaware.probes.tasks import PRIMARY_METRIC, TRAINED, concat, fit_and_score, infer_num_classes, num_rows, subset
@@ -185,7 +185,13 @@ def run_probe_search(
     seeds = list(seeds) if seeds else [seed]
     start = time.perf_counter()
     if task == "retrieval":
-        return _retrieval(features_by_split, labels_by_split, exclude_self=exclude_self, start=start)
+        return _retrieval(
+            features_by_split,
+            labels_by_split,
+            exclude_self=exclude_self,
+            start=start,
+            feature=(fixed or {}).get("feature", "cls"),
+        )
     for split in ("train", "test"):
         if split not in features_by_split or split not in labels_by_split:
             raise ProbeInputError(f"{task} search needs a {split!r} split; got {sorted(features_by_split)}")
@@ -357,18 +363,18 @@ def _protocol(task: str, how: str, settings: SearchSettings, chosen: Mapping[str
     return protocol
 
 
-def _retrieval(features_by_split, labels_by_split, *, exclude_self: bool, start: float) -> SearchOutcome:
+def _retrieval(features_by_split, labels_by_split, *, exclude_self: bool, start: float, feature: str) -> SearchOutcome:
     splits = [s for s in ("train", "val", "test") if s in features_by_split]
     if not splits:
         raise ProbeInputError(f"retrieval needs at least one split; got {sorted(features_by_split)}")
-    feats = concat([features_by_split[s] for s in splits])
+    feats = linear_input(concat([features_by_split[s] for s in splits]), feature)  # an array, or one tap of a mapping
     labels = np.concatenate([np.asarray(labels_by_split[s]) for s in splits])
     result = retrieval_ap(feats, labels, exclude_self=exclude_self)
     wall = time.perf_counter() - start
     return SearchOutcome(
         task="retrieval", metric="ap", value=100.0 * result.ap, std=None, metrics=result.metrics(), seeds=[0],
         n_train=0, n_val=0, n_test=len(labels), wall_seconds=wall, cpu_hours=wall / 3600.0,
-        protocol={"gallery": f"all items of splits {splits}", "query_in_gallery": not exclude_self,
+        protocol={"gallery": f"all items of splits {splits}", "feature": feature, "query_in_gallery": not exclude_self,
                   "similarity": "cosine", "ap": "sklearn average_precision_score per query (exact, ties grouped)",
                   "n_undefined_queries": result.n_undefined},
     )  # fmt: skip
