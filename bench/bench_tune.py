@@ -3,7 +3,8 @@
 Baseline, in the same process: the same configurations trained one after another with the plain
 probe function (no Ray). Then the Tune search (local Ray, ``--cpus`` CPUs, one CPU per trial), first
 without early stopping (same work as the baseline, so the difference is overhead), then with ASHA.
-Per-trial overhead = (wall x concurrent trials - summed in-trial training time) / trials.
+Per-trial overhead = ((wall - fixed cost of a search) x concurrent trials - summed in-trial training time) / Ray
+trials, where the fixed cost (Tuner set-up, final fit) is measured with a 1-trial, 1-epoch search.
 
     python bench/bench_tune.py [--n 4000] [--dim 384] [--trials 8] [--epochs 10] [--cpus 2]
 """
@@ -73,6 +74,13 @@ def main() -> None:
             ("ASHA (grace 2, factor 2), 1 head per trial", 2, 1),
             (f"no early stopping, {args.trials // slots} heads per trial", args.epochs, args.trials // slots),
         )
+        # Fixed cost of a search: one 1-epoch trial plus the final fit (Tuner set-up, object store, storage).
+        start = time.perf_counter()
+        one = SearchSettings(num_samples=1, max_epochs=1, grace_period=1)
+        run_probe_search("linear", feats, labels, space={"lr": {"type": "grid", "values": [0.01]}}, settings=one,
+                         fixed={**fixed, "epochs": 1}, storage_path=tmp, name="bench-fixed", resume=False)  # fmt: skip
+        fixed_cost = time.perf_counter() - start
+        print(f"  fixed cost of one search (1 trial x 1 epoch, final fit included): {fixed_cost:.1f} s")
         for i, (label, grace, heads) in enumerate(variants):
             settings = SearchSettings(num_samples=1, max_epochs=args.epochs, grace_period=grace, reduction_factor=2)
             start = time.perf_counter()
@@ -82,7 +90,7 @@ def main() -> None:
             wall = time.perf_counter() - start
             in_trial = sum(t["seconds"] for t in out.trial_results)  # per-head shares add up to trial time
             ray_trials = -(-out.trials // heads)
-            overhead = (wall * slots - in_trial) / ray_trials
+            overhead = max(0.0, (wall - fixed_cost) * slots - in_trial) / ray_trials
             print(f"  tune, {label}: {wall:.1f} s wall (search + final fit), {60 * out.trials / wall:.1f} configs/min, "
                   f"{ray_trials} Ray trials, {in_trial / out.trials:.2f} s training per config, "
                   f"overhead {overhead:.2f} s per Ray trial, {out.trials_stopped_early} stopped early, "
