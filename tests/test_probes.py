@@ -9,11 +9,11 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from partaware.probes.attentive import AttentiveHead, train_attentive_probe
+from partaware.probes.errors import ProbeInputError
 from partaware.probes.knn import knn_top1
 from partaware.probes.linear import linear_input, train_linear_probe
 from partaware.probes.metrics import confusion_matrix, segmentation_scores, top1_accuracy
 from partaware.probes.retrieval import (
-    ProbeInputError,
     average_precision_rows,
     cosine_similarity,
     retrieval_ap,

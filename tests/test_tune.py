@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from partaware.errors import SpecError
-from partaware.probes.retrieval import ProbeInputError
+from partaware.probes.errors import ProbeInputError
 from partaware.results import read_results, write_results
 from partaware.spec import SearchSettings
 from partaware.tune import run_probe_search

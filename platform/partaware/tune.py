@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from partaware.errors import PartawareError, SpecError
+from partaware.probes.errors import ProbeInputError
 from partaware.probes.linear import PER_HEAD_KEYS, linear_input, train_linear_heads
-from partaware.probes.retrieval import ProbeInputError, retrieval_ap
+from partaware.probes.retrieval import retrieval_ap
 from partaware.probes.splits import random_validation_split, stratified_validation_split
 from partaware.probes.tasks import PRIMARY_METRIC, TRAINED, concat, fit_and_score, infer_num_classes, num_rows, subset
 from partaware.results import ResultRecord

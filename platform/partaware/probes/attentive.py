@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from partaware.probes.errors import ProbeInputError
 from partaware.probes.linear import check_classification_arrays, evaluate_classifier
-from partaware.probes.retrieval import ProbeInputError
 from partaware.probes.training import FitResult, TrainConfig, as_tensor, fit_head
 
 

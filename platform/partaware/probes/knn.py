@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from partaware.probes.errors import ProbeInputError
 from partaware.probes.metrics import top1_accuracy
-from partaware.probes.retrieval import ProbeInputError
 from partaware.probes.training import as_tensor
 
 

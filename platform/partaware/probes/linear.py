@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from partaware.probes.errors import ProbeInputError
 from partaware.probes.metrics import top1_accuracy
-from partaware.probes.retrieval import ProbeInputError
 from partaware.probes.training import FitResult, TrainConfig, as_tensor, fit_head, predict_logits
 
 FEATURES = ("cls", "mean", "cls+mean")

@@ -5,9 +5,10 @@ ties included: sklearn puts one threshold at every distinct score, so each posit
 ``T_j / A_j``, where ``T_j`` (``A_j``) is the number of positives (of all items) whose similarity is
 at least j's. Neither count needs a full sort of the N similarities:
 
-- CPU (numba): per query, the positives are bucket-sorted on a grid over their own range, every item
-  finds ``k`` = the number of positives <= its score by a look-up in its bucket plus a short walk
-  inside it, and ``T``/``A`` are suffix sums of the histograms of ``k``. O(N) per query, in cache.
+- CPU (numba): per query, the positives are bucket-sorted on a grid over their own mean +- 4 std,
+  every item finds ``k`` = the number of positives <= its score by a look-up in its bucket plus two
+  branch-free steps (a binary search only in a crowded bucket, e.g. many tied positives), and
+  ``T``/``A`` are suffix sums of the histogram of ``k``. O(N) per query, in cache, no sort of N.
 - GPU, or CPU without numba: the same counts with ``torch.sort`` of the masked row and
   ``torch.searchsorted``, which are fast on a GPU.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from partaware.errors import PartawareError
+from partaware.probes.errors import ProbeInputError
 
 try:  # numba is a declared dependency; the torch path keeps retrieval working without it
     import numba
@@ -31,10 +32,6 @@ try:  # numba is a declared dependency; the torch path keeps retrieval working w
     _HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     _HAVE_NUMBA = False
-
-
-class ProbeInputError(PartawareError, ValueError):
-    """Features, labels or settings that a probe cannot use (shapes, NaNs, unknown options)."""
 
 
 @dataclass

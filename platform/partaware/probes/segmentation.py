@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from partaware.probes.errors import ProbeInputError
 from partaware.probes.metrics import IGNORE_INDEX, confusion_matrix, segmentation_scores
-from partaware.probes.retrieval import ProbeInputError
 from partaware.probes.training import FitResult, TrainConfig, as_tensor, fit_head
 
 #: The paper's taps: patch tokens of blocks 4, 6, 8 and 12 (1-based).

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from partaware.probes.attentive import train_attentive_probe
+from partaware.probes.errors import ProbeInputError
 from partaware.probes.knn import knn_top1
 from partaware.probes.linear import linear_input, train_linear_probe
 from partaware.probes.metrics import IGNORE_INDEX
-from partaware.probes.retrieval import ProbeInputError
 from partaware.probes.segmentation import train_segmentation_probe
 
 #: The searched tasks and the metric each one selects on (a fraction; records store percent).

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from partaware.probes.retrieval import ProbeInputError
+from partaware.probes.errors import ProbeInputError
 
 
 @dataclass
