@@ -34,6 +34,12 @@ def _stage_extract(ctx: RunContext) -> StageResult:
     return stage_extract(ctx)
 
 
+def _stage_probe(ctx: RunContext) -> StageResult:
+    from partaware.evaluate import stage_probe
+
+    return stage_probe(ctx)
+
+
 def _stage_report(ctx: RunContext) -> StageResult:
     from partaware.report.stage import stage_report
 
@@ -45,5 +51,6 @@ def _stage_report(ctx: RunContext) -> StageResult:
 STAGES: list[tuple[str, Callable[[RunContext], StageResult]]] = [
     ("prepare", stage_prepare),
     ("extract", _stage_extract),
+    ("probe", _stage_probe),
     ("report", _stage_report),
 ]

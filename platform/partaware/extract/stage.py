@@ -22,6 +22,8 @@ def job_taps(spec: EncoderSpec, tasks: list[str], depth: int = 12) -> list[str]:
     taps = ["cls", "mean"] + (["proj"] if spec.has_projection else [])
     if "segmentation" in tasks:
         taps += [f"patch:{b}" for b in SEGMENTATION_BLOCKS if b <= depth]
+    if "attentive" in tasks and f"patch:{depth}" not in taps:
+        taps.append(f"patch:{depth}")  # the attentive probe attends over the last block's tokens
     return taps
 
 
@@ -39,7 +41,8 @@ def stage_extract(ctx: RunContext) -> StageResult:
             bar = ctx.progress(f"extract {name} on {ref.name}") if ctx.progress else nullcontext(None)
             with bar as update:
                 r = extract_features(
-                    ctx.root, ref.name, spec, taps=job_taps(spec, list(ctx.spec.tasks)), dataset_version=version,
+                    ctx.root, ref.name, spec, dataset_version=version,
+                    taps=job_taps(spec, list(ctx.spec.tasks), depth=spec.arch_kwargs.get("depth", 12)),
                     seed=ctx.spec.seed, batch_size=res.extract_batch_size, min_actors=res.min_actors,
                     max_actors=res.max_actors, cpus_per_actor=res.cpus_per_actor,
                     use_gpu=True if res.gpus_per_actor > 0 else None, progress=update,
