@@ -23,6 +23,10 @@ from typing import Any
 
 import numpy as np
 
+# Ray Tune's new console engine prints a configuration box per search even with verbose=0; the
+# classic reporter honours verbose=0, so a job with dozens of searches stays readable.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
 from partaware.errors import PartawareError, SpecError
 from partaware.probes.errors import ProbeInputError
 from partaware.probes.linear import PER_HEAD_KEYS, linear_input, train_linear_heads

@@ -148,6 +148,9 @@ def predict_logits(model: nn.Module, inputs: torch.Tensor, *, batch_size: int, d
 
 
 def as_tensor(array, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A CPU tensor view of a numpy array or tensor (no copy when the dtype already matches)."""
-    t = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.asarray(array))
+    """A CPU tensor view of a numpy array or tensor (no copy when the dtype already matches).
+
+    Arrays from Ray's object store are read-only; torch cannot view those safely, so they are copied.
+    """
+    t = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.require(array, requirements="W"))
     return t.to(dtype) if dtype is not None and t.dtype != dtype else t
