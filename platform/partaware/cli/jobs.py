@@ -72,8 +72,9 @@ def submit(
     levels: str = typer.Option(None, help="object,part (overrides the spec)."),
     storage: str = typer.Option(None, help="Storage root (overrides the spec and $PARTAWARE_STORAGE)."),
     address: str = typer.Option(
-        None, help="Ray Jobs address of a cluster (http://<head>:8265; default $RAY_ADDRESS if http). "
-        "Without one, the job runs here on an embedded local Ray."
+        None,
+        help="Ray Jobs address of a cluster (http://<head>:8265; default $RAY_ADDRESS if http). "
+        "Without one, the job runs here on an embedded local Ray.",
     ),
     resume: str = typer.Option(None, help="Resume this run id (default: the newest unfinished run of the same spec)."),
     new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one of this spec exists."),
