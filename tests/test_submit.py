@@ -203,6 +203,11 @@ def test_unreachable_address_fails_fast_and_names_it(tmp_path):
     for args in (["status"], ["logs", "x"], ["stop", "x"]):
         out = partctl(*args, "--address", address)
         assert out.returncode == 1 and address in out.stderr
+    gcs = f"127.0.0.1:{_free_port()}"  # a Ray (GCS) address attaches the driver; ray.init alone retries for minutes
+    start = time.time()
+    out = partctl("submit", str(write_spec(tmp_path)), "--storage", str(tmp_path / "s"), env={"RAY_ADDRESS": gcs})
+    assert out.returncode == 1 and f"cannot reach the Ray cluster at {gcs}" in out.stderr, out.stderr
+    assert time.time() - start < 30
 
 
 def test_a_silent_server_fails_within_the_timeout(tmp_path):
@@ -261,3 +266,20 @@ def test_cluster_commands_say_what_is_missing(tmp_path):
     assert out.returncode == 1 and "no AWS credentials found" in out.stderr, out.stderr
     out = partctl("cluster", "status", "--config", str(tmp_path / "nope.yaml"), env=env)
     assert out.returncode == 2 and "no cluster config" in out.stderr
+
+
+@pytest.mark.s3
+def test_run_records_live_on_object_storage(s3_bucket, tmp_path):
+    """A run on an S3 root: records written over HTTP to moto, read back, resumed by id."""
+    store = f"s3://{s3_bucket}/pa"
+    spec = load_spec(write_spec(tmp_path, "s3run", size=8))
+    run_id, results = run_job(spec, storage=store, run_id="s3run-1")
+    root = StorageRoot.open(store)
+    (run,) = list_runs(root)
+    assert run["run_id"] == run_id and run["state"] == "succeeded" and run["complete"]
+    assert (
+        root.exists("runs", run_id, "stages", "prepare.json")
+        and "succeeded" in root.read_bytes("runs", run_id, "driver.log").decode()
+    )
+    _, again = run_job(spec, storage=store, run_id=run_id)
+    assert [r.status for r in again] == ["cached"] and [r.status for r in results] == ["ran"]

@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import shlex
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -77,7 +78,11 @@ def ray_session(address: str | None = None, *, log: Callable[[str], None] | None
         yield ray.get_runtime_context().gcs_address
         return
     if address:
-        ray.init(address=address, log_to_driver=True, configure_logging=False)
+        _check_gcs(address)
+        try:
+            ray.init(address=address, log_to_driver=True, configure_logging=False)
+        except (ConnectionError, TimeoutError) as e:
+            raise ClusterError(f"cannot attach to the Ray cluster at {address}: {e}") from None
         where = f"attached to cluster {address}"
     else:
         for key, value in _EMBEDDED_ENV.items():
@@ -91,6 +96,20 @@ def ray_session(address: str | None = None, *, log: Callable[[str], None] | None
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+
+
+def _check_gcs(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast on a ``host:port`` Ray address nobody listens on (``ray.init`` would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address} within {timeout:.0f}s ({e}); "
+            "check RAY_ADDRESS (the head's GCS, usually <head>:6379) and that the cluster is up"
+        ) from None
 
 
 def package_dir() -> Path:

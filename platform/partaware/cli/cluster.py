@@ -68,8 +68,9 @@ def _check_aws() -> None:
         )
 
 
-def _launch(*args: str) -> None:
-    code = subprocess.call(list(args))
+def _launch(*args: str, config: Path) -> None:
+    """Run the launcher from the config's folder: its ``file_mounts`` sync that checkout (``.``)."""
+    code = subprocess.call(list(args), cwd=config.resolve().parent)
     if code:
         raise typer.Exit(code)
 
@@ -82,7 +83,7 @@ def up(
     """Start (or update) the cluster: `ray up`."""
     path = find_config(config)
     ray_bin = check_launcher(path)
-    _launch(ray_bin, "up", str(path), *(["-y"] if yes else []))
+    _launch(ray_bin, "up", str(path.resolve()), *(["-y"] if yes else []), config=path)
     console.print(f"then: partctl cluster attach --config {path}  (or ray dashboard {path} for :8265)", highlight=False)
 
 
@@ -93,18 +94,18 @@ def down(
 ) -> None:
     """Tear the cluster down: `ray down`."""
     path = find_config(config)
-    _launch(check_launcher(path), "down", str(path), *(["-y"] if yes else []))
+    _launch(check_launcher(path), "down", str(path.resolve()), *(["-y"] if yes else []), config=path)
 
 
 @cluster_app.command()
 def attach(config: str = typer.Option(None, help=_CONFIG_HELP)) -> None:
     """A shell on the head node: `ray attach`."""
     path = find_config(config)
-    _launch(check_launcher(path), "attach", str(path))
+    _launch(check_launcher(path), "attach", str(path.resolve()), config=path)
 
 
 @cluster_app.command("status")
 def cluster_status(config: str = typer.Option(None, help=_CONFIG_HELP)) -> None:
     """Nodes and resources of the running cluster: `ray status` on the head."""
     path = find_config(config)
-    _launch(check_launcher(path), "exec", str(path), "ray status")
+    _launch(check_launcher(path), "exec", str(path.resolve()), "ray status", config=path)

@@ -149,7 +149,7 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
         read_run(root, resume)  # an unknown run id fails here, listing the known ones
     elif not resume and not new:
         resume = find_resumable(root, job)
-    if resume:
+    if resume and root.exists("runs", resume, "spec.yaml"):
         console.print(f"resuming run {resume}", highlight=False)
 
     def _terminate(signum, frame):  # Ray Jobs' stop sends SIGTERM: record the run as interrupted
