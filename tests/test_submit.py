@@ -283,3 +283,15 @@ def test_run_records_live_on_object_storage(s3_bucket, tmp_path):
     )
     _, again = run_job(spec, storage=store, run_id=run_id)
     assert [r.status for r in again] == ["cached"] and [r.status for r in results] == ["ran"]
+
+
+@pytest.mark.ray
+def test_the_driver_runs_on_a_ray_already_started_in_process(ray_local, tmp_path):
+    """ray_session reuses a Ray this process started (tests, notebooks) and leaves it running."""
+    from partaware.cluster import ray_session
+
+    with ray_session() as address:
+        run_id, results = run_job(load_spec(write_spec(tmp_path)), storage=str(tmp_path / "s"), ray_address=address)
+    assert ray_local.is_initialized() and address == ray_local.get_runtime_context().gcs_address
+    assert read_run(StorageRoot.open(str(tmp_path / "s")), run_id)["ray_address"] == address
+    assert [r.name for r in results] == ["prepare"]

@@ -90,7 +90,7 @@ def _stop_group(head: subprocess.Popen) -> None:
     """SIGTERM the head's process group (``ray start --block`` then stops its children), SIGKILL leftovers."""
     try:
         os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=15)
+        head.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
     except ProcessLookupError:
