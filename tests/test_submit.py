@@ -295,3 +295,19 @@ def test_the_driver_runs_on_a_ray_already_started_in_process(ray_local, tmp_path
     assert ray_local.is_initialized() and address == ray_local.get_runtime_context().gcs_address
     assert read_run(StorageRoot.open(str(tmp_path / "s")), run_id)["ray_address"] == address
     assert [r.name for r in results] == ["prepare"]
+
+
+def test_a_failing_stage_marks_the_run_failed_with_its_error(tmp_path, monkeypatch):
+    import partaware.stages as stages
+
+    def broken(ctx):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(stages, "STAGES", [*stages.STAGES, ("broken", broken)])
+    spec, store = load_spec(write_spec(tmp_path)), str(tmp_path / "store")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_job(spec, storage=store, run_id="tiny-f")
+    run = read_run(StorageRoot.open(store), "tiny-f")
+    assert run["state"] == "failed" and run["error"] == "RuntimeError: disk on fire" and run["stage"] == "broken"
+    assert [s["name"] for s in run["stages"]] == ["prepare"] and not run["complete"]
+    assert find_resumable(StorageRoot.open(store), spec) == "tiny-f"

@@ -145,6 +145,7 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
     from partaware.storage import StorageRoot
 
     root = StorageRoot.open(storage or job.storage)
+    job = job.model_copy(update={"storage": root.uri})  # the run records where it ran, however it was given
     if resume and not create:
         read_run(root, resume)  # an unknown run id fails here, listing the known ones
     elif not resume and not new:
@@ -185,6 +186,9 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
             highlight=False,
         )
         raise typer.Exit(130) from None
+    except Exception:
+        console.print(f"[red]run {run_id} failed[/red]; submitting the same job again resumes it", highlight=False)
+        raise
     table = Table(title=f"run {run_id}")
     for col in ("stage", "status", "seconds", "detail"):
         table.add_column(col)
