@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -75,6 +74,8 @@ def test_embedded_submit_runs_to_the_end_and_a_second_submit_is_cached(tmp_path)
     assert status.returncode == 0 and f"{run.name}: succeeded" in status.stderr
     logs = partctl("logs", run.name, "--storage", str(store))
     assert logs.returncode == 0 and "stage prepare: ran" in logs.stdout
+    followed = partctl("logs", run.name, "--follow", "--storage", str(store), timeout=60)
+    assert followed.returncode == 0 and f"run {run.name}: succeeded" in followed.stderr
 
 
 def _wait_for_stage(store: Path, stage: str, proc: subprocess.Popen, timeout: float = 120) -> Path:
@@ -92,7 +93,7 @@ def _wait_for_stage(store: Path, stage: str, proc: subprocess.Popen, timeout: fl
 
 
 @pytest.mark.ray
-def test_ctrl_c_leaves_a_resumable_run_that_the_next_submit_finishes(tmp_path):
+def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp_path):
     spec, store = write_spec(tmp_path, "slow", size=2500), tmp_path / "store"
     proc = subprocess.Popen(
         [PARTCTL, "submit", str(spec), "--storage", str(store)],
@@ -103,7 +104,8 @@ def test_ctrl_c_leaves_a_resumable_run_that_the_next_submit_finishes(tmp_path):
     )
     run = _wait_for_stage(store, "prepare", proc)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    stop = partctl("stop", run.name, "--storage", str(store))  # = Ctrl-C: SIGINT to the driver on this host
+    assert stop.returncode == 0 and f"asked run {run.name} (pid {proc.pid}) to stop" in stop.stderr
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"run {run.name} is resumable" in err

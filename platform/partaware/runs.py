@@ -12,14 +12,14 @@ import signal
 import socket
 from typing import Any
 
-from partaware.driver import FAILED, INTERRUPTED, RUNNING, SUCCEEDED
+from partaware.driver import FAILED, INTERRUPTED, RUNNING
 from partaware.errors import UnknownNameError
 from partaware.spec import JobSpec, dump_spec
 from partaware.storage import StorageRoot
 
 
 def run_ids(root: StorageRoot) -> list[str]:
-    """Every run folder under the root, oldest first (run ids start with the spec name, so sort by state time)."""
+    """The ids of every run folder under the root (by name; ``list_runs`` orders them by start time)."""
     return [name for name in root.listdir("runs") if not name.startswith((".", "_"))]
 
 
@@ -93,5 +93,3 @@ def _driver_gone(state: dict[str, Any]) -> bool:
         return False
     return False
 
-
-__all__ = ["SUCCEEDED", "find_resumable", "list_runs", "read_run", "request_stop", "run_ids", "run_log"]
