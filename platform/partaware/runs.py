@@ -92,4 +92,3 @@ def _driver_gone(state: dict[str, Any]) -> bool:
     except PermissionError:
         return False
     return False
-
