@@ -166,3 +166,19 @@ def test_stop_ends_a_running_job_and_leaves_its_run_resumable(ray_head, tmp_path
     assert find_resumable(StorageRoot.open(str(store)), spec) == job_id
     again = partctl("stop", job_id, "--address", ray_head)
     assert again.returncode == 0 and "already ended: STOPPED" in again.stderr
+
+
+def test_resubmitting_a_run_to_the_cluster_resumes_it(ray_head, tmp_path):
+    store, spec = tmp_path / "store", write_spec(tmp_path, "again", 12)
+    first = partctl("submit", str(spec), "--address", ray_head, "--storage", str(store))
+    run_id = first.stdout.strip().splitlines()[-1]
+    assert partctl("logs", run_id, "--follow", "--address", ray_head).returncode == 0
+
+    second = partctl("submit", str(spec), "--address", ray_head, "--storage", str(store), "--resume", run_id)
+    assert second.returncode == 0, second.stderr
+    job_id = second.stdout.strip().splitlines()[-1]
+    assert job_id == f"{run_id}-attempt2" and f"(run {run_id})" in second.stderr
+    followed = partctl("logs", job_id, "--follow", "--address", ray_head)
+    assert followed.returncode == 0, followed.stdout
+    assert f"resuming run {run_id}" in followed.stdout and "finished in an earlier attempt" in followed.stdout
+    assert [p.name for p in (store / "runs").iterdir()] == [run_id]
