@@ -37,6 +37,9 @@ _EMBEDDED_ENV = {  # loopback-only, no token file, no usage reporting (see stack
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
 }
 TERMINAL_JOB_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
+_AUTH_HINT = (
+    "the cluster uses token auth: set RAY_AUTH_MODE=token here, with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+)
 
 
 class ClusterError(PartawareError, ConnectionError):
@@ -143,6 +146,8 @@ def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> str:
         with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (http(s) only, checked by caller)
             return json.loads(r.read()).get("ray_version", "?")
     except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise ClusterError(f"{address} requires authentication: {_AUTH_HINT}") from None
         raise ClusterError(f"{address} answered HTTP {e.code} to {url}: is it a Ray dashboard (port 8265)?") from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
@@ -165,7 +170,8 @@ class JobsCluster:
         try:
             self.client = JobSubmissionClient(self.address)
         except Exception as e:  # auth required, version mismatch: Ray's own words, with the address
-            raise ClusterError(f"cannot use the Ray Jobs API at {self.address}: {e}") from None
+            hint = f" ({_AUTH_HINT})" if "uthentication" in f"{type(e).__name__} {e}" else ""
+            raise ClusterError(f"cannot use the Ray Jobs API at {self.address}: {e}{hint}") from None
 
     def submit(self, entrypoint: str, *, runtime_env: dict[str, Any], job_id: str, metadata: dict[str, str]) -> str:
         try:
