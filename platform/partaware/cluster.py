@@ -54,18 +54,11 @@ def jobs_address(flag: str | None) -> str | None:
     return env if env.startswith(("http://", "https://")) else None
 
 
-def machine_resources() -> dict[str, int]:
-    """CPUs this process may use (affinity and cgroup aware, as Ray counts them) and visible GPUs."""
+def machine_cpus() -> int:
+    """CPUs this process may use (affinity and cgroup aware, as Ray counts them); GPUs Ray detects itself."""
     from ray._private.utils import get_num_cpus
 
-    gpus = 0
-    try:
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # a broken CUDA install must not stop a CPU run
-        gpus = 0
-    return {"num_cpus": max(1, int(get_num_cpus())), "num_gpus": gpus}
+    return max(1, int(get_num_cpus()))
 
 
 @contextmanager
@@ -90,9 +83,10 @@ def ray_session(address: str | None = None, *, log: Callable[[str], None] | None
     else:
         for key, value in _EMBEDDED_ENV.items():
             os.environ.setdefault(key, value)
-        sizes = machine_resources()
-        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False, **sizes)
-        where = f"embedded Ray: {sizes['num_cpus']} CPUs, {sizes['num_gpus']} GPUs"
+        cpus = machine_cpus()
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        resources = ray.cluster_resources()
+        where = f"embedded Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs"
     if log:
         log(where)
     try:
