@@ -50,7 +50,8 @@ def test_data_prepare_synthetic_writes_images_and_manifest(tmp_path):
 def test_unknown_dataset_lists_valid_ones(tmp_path):
     out = partctl("data", "prepare", "synthtic", "--storage", str(tmp_path))
     assert out.returncode == 2
-    assert "unknown dataset 'synthtic'. Did you mean 'synthetic'? Valid: synthetic" in out.stderr
+    assert "unknown dataset 'synthtic'. Did you mean 'synthetic'? Valid: " in out.stderr
+    assert "cub, " in out.stderr and ", synthetic" in out.stderr  # every registered dataset is listed
 
 
 def test_bad_spec_is_one_line_and_exit_code_2(tmp_path):

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from partaware.encoders.specs import EncoderSpec
 from partaware.errors import PartawareError, SpecError, UnknownNameError
 
 SPEC_VERSION = 1
@@ -104,12 +105,25 @@ class JobSpec(_Strict):
     storage: str | None = None
     datasets: list[DatasetRef] = Field(min_length=1)
     zoo: Literal["paper", "modern", "lab", "custom"] = "paper"  # what ``all`` and ``family:`` select from
+    #: user encoders (timm arch + checkpoint URI + converter), registered before ``encoders`` is checked
+    custom_encoders: list[EncoderSpec] = Field(default_factory=list)
     encoders: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
     levels: list[Level] = Field(default_factory=lambda: list(LEVELS), min_length=1)
     tasks: list[Task] = Field(default_factory=lambda: ["retrieval", "linear", "knn"], min_length=1)
     search: dict[Task, dict[str, SearchDim]] = Field(default_factory=dict)
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
     resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("custom_encoders")
+    @classmethod
+    def _register_custom(cls, specs: list[EncoderSpec]) -> list[EncoderSpec]:
+        from partaware.encoders.registry import register_custom_encoders
+
+        try:
+            register_custom_encoders(specs)
+        except PartawareError as e:
+            raise ValueError(str(e)) from None
+        return specs
 
     @model_validator(mode="after")
     def _selectable(self) -> JobSpec:

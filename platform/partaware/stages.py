@@ -28,5 +28,22 @@ def stage_prepare(ctx: RunContext) -> StageResult:
     return StageResult("prepare", "ran" if built_any else "cached", time.perf_counter() - start, detail, prepared)
 
 
-#: The stages a job runs, in order.
-STAGES: list[tuple[str, Callable[[RunContext], StageResult]]] = [("prepare", stage_prepare)]
+def _stage_extract(ctx: RunContext) -> StageResult:
+    from partaware.extract.stage import stage_extract
+
+    return stage_extract(ctx)
+
+
+def _stage_report(ctx: RunContext) -> StageResult:
+    from partaware.report.stage import stage_report
+
+    return stage_report(ctx)
+
+
+#: The stages a job runs, in order (stage modules are imported when their stage runs: listing or
+#: validating a job never imports Ray or torch).
+STAGES: list[tuple[str, Callable[[RunContext], StageResult]]] = [
+    ("prepare", stage_prepare),
+    ("extract", _stage_extract),
+    ("report", _stage_report),
+]

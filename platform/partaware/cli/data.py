@@ -7,11 +7,13 @@ from typing import Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from partaware.cli import app
 from partaware.datasets import DATASETS, prepare_dataset
-from partaware.datasets.store import list_versions
+from partaware.datasets.store import ERRORS_FILE, list_versions
+from partaware.datasets.summary import DatasetSummary, human_bytes, summarize, version_size
 from partaware.errors import SpecError
 from partaware.progress import console, progress_bar
 from partaware.storage import StorageRoot
@@ -32,14 +34,28 @@ def datasets_list(storage: str = typer.Option(None, "--storage", help=STORAGE_HE
     """List the datasets partaware can prepare, and the versions prepared under the storage root."""
     root = StorageRoot.open(storage)
     table = Table(title=f"datasets (storage root: {root.uri})")
-    for col in ("name", "levels", "tasks", "source", "prepared versions", "description"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    table.add_column("levels")
+    table.add_column("tasks", max_width=24)
+    table.add_column("source", max_width=36)
+    table.add_column("prepared versions (version, date, size: regions, images, errors)", min_width=40)
     for name in DATASETS.names():
         entry = DATASETS.get(name)
         versions = list_versions(root, name)
-        prepared = ", ".join(f"{v.version} ({v.info['rows']} regions)" for v in versions) or "-"
-        table.add_row(name, ",".join(entry.levels), ",".join(entry.tasks), entry.source, prepared, entry.description)
+        prepared = "\n".join(_version_line(v) for v in versions) or "-"
+        table.add_row(name, ",".join(entry.levels), ",".join(entry.tasks), entry.source, prepared)
     console.print(table)
+
+
+def _version_line(v) -> str:
+    """``version  date  size  N regions (level counts)  K images  E bad``: one prepared version."""
+    per_level = v.info.get("regions_per_level")
+    levels = f" ({', '.join(f'{k} {n}' for k, n in per_level.items())})" if per_level else ""
+    images = f", {v.info['images']} images" if "images" in v.info else ""
+    errors = v.info.get("error_count", len(v.info.get("errors", [])))
+    bad = f", {errors} errors" if errors else ""
+    created = v.info.get("created", "")[:10]
+    return f"{v.version} {created} {human_bytes(version_size(v))}: {v.info['rows']} regions{levels}{images}{bad}"
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
@@ -61,7 +77,9 @@ def data_prepare(
     image_size: int = typer.Option(None, help="synthetic: image side in pixels (default 224)."),
     seed: int = typer.Option(None, help="synthetic: generator seed (default 0)."),
     sets: list[str] = typer.Option([], "--set", help="Converter option KEY=VALUE (repeatable)."),
-    workers: int = typer.Option(None, help="Local processes for rendering/decoding (default: cores, max 4)."),
+    workers: int = typer.Option(
+        None, help="synthetic: local processes (default: cores, max 4); real datasets: reader threads (default 2)."
+    ),
 ) -> None:
     """Prepare a dataset under the storage root (idempotent: a prepared recipe is not redone)."""
     name = DATASETS.resolve(name)
@@ -78,5 +96,29 @@ def data_prepare(
         f"{prepared.info['files']} files, {elapsed:.1f} s\n  {prepared.uri}",
         highlight=False,
     )
-    if prepared.info.get("errors"):
-        console.print(f"[yellow]{len(prepared.info['errors'])} source items skipped[/yellow] (see dataset.json)")
+    print_summary(summarize(prepared))
+
+
+def print_summary(summary: DatasetSummary, *, max_classes: int = 40) -> None:
+    """The final table: images, regions per level and class, bad records per kind."""
+    table = Table(title=f"{summary.name} {summary.version}: {summary.images} images, {summary.regions} regions")
+    for col, justify in (("level", "left"), ("class", "left"), ("regions", "right")):
+        table.add_column(col, justify=justify)
+    for level, n in summary.per_level.items():
+        table.add_row(level, "[bold]all[/bold]", str(n))
+        classes = [(label, k) for (lv, label), k in summary.per_class.items() if lv == level]
+        for label, k in classes[:max_classes]:
+            table.add_row("", label, str(k))
+        if len(classes) > max_classes:
+            table.add_row("", f"... {len(classes) - max_classes} more classes", "")
+    table.add_row("per split", ", ".join(f"{s} {n}" for s, n in summary.per_split.items()), "")
+    errors = sum(summary.errors_per_kind.values())
+    kinds = ", ".join(f"{k} {n}" for k, n in summary.errors_per_kind.items()) or "none"
+    table.add_row("errors", kinds, str(errors))
+    console.print(table)
+    if summary.examples:
+        lines = [escape(f"  {e['file']} [{e['record']}]: {e['message']}") for e in summary.examples]
+        more = f"\n  ... see {ERRORS_FILE} in the version folder" if errors > len(summary.examples) else ""
+        console.print(
+            f"[yellow]skipped bad records[/yellow] (first {len(lines)}):\n" + "\n".join(lines) + more, highlight=False
+        )  # noqa: E501

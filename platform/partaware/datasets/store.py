@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,24 @@ import pyarrow as pa
 from partaware.errors import DatasetError, StorageError
 from partaware.manifest import CHECKSUMS_FILE, MANIFEST_FILE, content_digest, manifest_bytes, manifest_table
 from partaware.manifest import read_manifest as _read_manifest
+from partaware.parquet import parquet_bytes_to_table, table_to_parquet_bytes
 from partaware.storage import StorageRoot, safe_relpath
 
 INFO_FILE = "dataset.json"
+ERRORS_FILE = "errors.parquet"
 RECIPES = "_recipes"
+FAILED = "_errors"  # errors tables of builds that failed their error-rate check
+MAX_ERRORS_IN_INFO = 50
+
+#: One row per bad source item (the build went on without it).
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("file", pa.string(), nullable=False, metadata={"doc": "source file, relative to the source"}),
+        pa.field("record", pa.string(), nullable=True, metadata={"doc": "record in that file (line, id, ...)"}),
+        pa.field("kind", pa.string(), nullable=False, metadata={"doc": "missing-image | unreadable-image | ..."}),
+        pa.field("message", pa.string(), nullable=False, metadata={"doc": "what was wrong"}),
+    ]
+)
 VERSION_CHARS = 16
 
 
@@ -59,6 +74,12 @@ class PreparedDataset:
 
     def checksums(self) -> dict[str, str]:
         return self.root.read_json(CHECKSUMS_FILE)
+
+    def errors(self) -> pa.Table:
+        """The bad source records skipped while converting (empty table if none, or for older versions)."""
+        if not self.root.exists(ERRORS_FILE):
+            return errors_table([])
+        return parquet_bytes_to_table(self.root.read_bytes(ERRORS_FILE))
 
 
 class DatasetBuild:
@@ -100,9 +121,30 @@ class DatasetBuild:
         self.checksums[relpath] = hashlib.sha256(data).hexdigest()
         return relpath
 
-    def add_error(self, file: str, row: int | str | None, message: str) -> None:
-        """Record a bad source item (the build goes on); errors are listed in ``dataset.json``."""
-        self.errors.append({"file": file, "row": row, "error": message})
+    def add_error(self, file: str, row: int | str | None, message: str, *, kind: str = "error") -> None:
+        """Record a bad source item (the build goes on): ``errors.parquet`` beside the manifest lists them."""
+        self.errors.append({"file": file, "row": None if row is None else str(row), "kind": kind, "error": message})
+
+    def errors_table(self) -> pa.Table:
+        return errors_table(self.errors)
+
+    def check_error_rate(self, records: int, max_rate: float, *, bad: int | None = None) -> None:
+        """Fail (``DatasetError`` with a summary) if more than ``max_rate`` of ``records`` were bad.
+
+        ``bad`` counts bad records (several errors may name one record); default: one per error.
+        The failed build's errors table is kept at ``datasets/<name>/_errors/<recipe-key>.parquet``.
+        """
+        bad = len(self.errors) if bad is None else bad
+        if not self.errors or bad <= max_rate * max(records, 1):
+            return
+        where = self.root.write_bytes(
+            table_to_parquet_bytes(self.errors_table()), "datasets", self.name, FAILED, f"{self.key}.parquet"
+        )
+        raise DatasetError(
+            f"{self.name}: {bad} bad records out of {records} "
+            f"({bad / max(records, 1):.1%} > max_error_rate {max_rate:.1%}); nothing was published.\n"
+            f"{error_summary(self.errors)}\n  full list: {where}"
+        )
 
     def publish(self, rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any] | None = None) -> PreparedDataset:
         """Write the manifest, publish the version folder, mark it complete, and remember the recipe."""
@@ -123,8 +165,13 @@ class DatasetBuild:
             "recipe": self.recipe,
             "recipe_key": self.key,
             "rows": table.num_rows,
+            "images": len(set(table.column("image_id").to_pylist())),
+            "regions_per_level": dict(sorted(Counter(table.column("level").to_pylist()).items())),
             "files": len(self.checksums),
-            "errors": self.errors,
+            "bytes": sum(os.path.getsize(os.path.join(self.staging, p)) for p in self.checksums),
+            "errors": self.errors[:MAX_ERRORS_IN_INFO],
+            "error_count": len(self.errors),
+            "error_kinds": dict(Counter(e["kind"] for e in self.errors)),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(info or {}),
         }
@@ -132,6 +179,8 @@ class DatasetBuild:
             f.write(manifest)
         with open(os.path.join(self.staging, CHECKSUMS_FILE), "w") as f:
             json.dump(self.checksums, f, indent=0, sort_keys=True)
+        with open(os.path.join(self.staging, ERRORS_FILE), "wb") as f:
+            f.write(table_to_parquet_bytes(self.errors_table()))
         with open(os.path.join(self.staging, INFO_FILE), "w") as f:
             json.dump(full_info, f, indent=2, sort_keys=True, default=str)
 
@@ -186,3 +235,29 @@ def open_prepared(root: StorageRoot, name: str, version: str | None = None) -> P
 def dataset_file(prepared: PreparedDataset, relpath: str) -> str:
     """The filesystem path of a file named by a manifest row; rejects paths escaping the dataset."""
     return posixpath.join(prepared.root.path, safe_relpath(relpath))
+
+
+def errors_table(errors: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Error dicts (``file, row, kind, error``) as a table in ``ERRORS_SCHEMA`` (explicit types, even empty)."""
+    errors = list(errors)
+    return pa.table(
+        {
+            "file": [e["file"] for e in errors],
+            "record": [e.get("row") for e in errors],
+            "kind": [e.get("kind", "error") for e in errors],
+            "message": [e["error"] for e in errors],
+        },
+        schema=ERRORS_SCHEMA,
+    )
+
+
+def error_summary(errors: list[Mapping[str, Any]], *, examples: int = 5) -> str:
+    """Counts per kind and the first few errors, one per line, for messages and the CLI."""
+    kinds = Counter(e.get("kind", "error") for e in errors)
+    lines = ["  " + ", ".join(f"{k}: {n}" for k, n in kinds.most_common())]
+    for e in errors[:examples]:
+        record = f", {e['row']}" if e.get("row") is not None else ""
+        lines.append(f"  {e['file']}{record}: {e['error']}")
+    if len(errors) > examples:
+        lines.append(f"  ... and {len(errors) - examples} more")
+    return "\n".join(lines)

@@ -3,7 +3,8 @@ encoder (a frozen timm model plus an optional projection head) that turns normal
 into named feature *taps*.
 
 Taps (names are stable; they enter the feature key):
-- ``cls``: the CLS token after the final norm (the paper's ``cls_token``);
+- ``cls``: the CLS token after the final norm (the paper's ``cls_token``); for a model without a class
+  token (SigLIP) its own pooled output (attention pool), since that is what stands for the image;
 - ``mean``: the mean of the patch tokens after the final norm (the paper's ``embedding``);
 - ``proj``: the projection head applied to the CLS token (the paper's ``projection``; contrastive
   encoders with a head only);
@@ -17,69 +18,23 @@ them. Nothing here imports Ray.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from partaware.errors import PartawareError, SpecError
+from partaware.encoders.convert import CheckpointMismatchError  # noqa: F401  (re-exported)
+from partaware.encoders.specs import (  # noqa: F401  (re-exported: the public names live here too)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EncoderSpec,
+    WeightsSource,
+    Zoo,
+    parse_patch_tap,
+)
+from partaware.errors import SpecError
 
-Zoo = Literal["paper", "modern", "lab", "custom", "test"]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESS_VERSION = "1"  # bump when crop/resize/normalise code changes: it enters every feature key
-_PATCH_TAP = re.compile(r"^patch:(\d+)$")
-
-
-class WeightsSource(BaseModel):
-    """Where the weights come from and how they become a timm state dict.
-
-    ``kind``: ``url`` (official release), ``timm`` (a timm/hub pretrained tag), ``uri`` (any fsspec
-    URI: a pre-staged file or a checkpoint the platform wrote), ``lab`` (pretrained by the platform's
-    lab under the storage root; ``location`` names the objective), ``random`` (explicitly random
-    weights; reports label them). ``converter`` names a registered checkpoint converter.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["url", "timm", "uri", "lab", "random"]
-    location: str = ""
-    sha256: str | None = None
-    converter: str = "identity"
-    filename: str | None = None  # name in the weight cache (defaults to the URL's basename)
-
-
-class EncoderSpec(BaseModel):
-    """Everything that names and builds one encoder; ``name`` is the stable id stored in records."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    family: Literal["supervised", "contrastive", "mim", "contrastive+mim"]
-    zoo: Zoo = "custom"
-    arch: str  # timm architecture
-    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
-    weights: WeightsSource
-    input_size: int = 224
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: Literal["bicubic", "bilinear"] = "bicubic"
-    has_projection: bool = False
-    description: str = ""
-    variant: str = ""  # protocol variant recorded with results (for example the MAE shuffle quirk)
-
-    def taps(self, depth: int) -> list[str]:
-        base = ["cls", "mean"] + (["proj"] if self.has_projection else [])
-        return base + [f"patch:{k}" for k in range(1, depth + 1)]
-
-
-def parse_patch_tap(tap: str) -> int | None:
-    """Block number of a ``patch:<k>`` tap, else None."""
-    m = _PATCH_TAP.match(tap)
-    return int(m.group(1)) if m else None
 
 
 @dataclass
@@ -133,7 +88,11 @@ class LoadedEncoder:
         for block, fmap in zip(blocks, inter, strict=True):
             out[f"patch:{block}"] = fmap
         if final is not None:
-            cls, patches = final[:, 0], final[:, n_prefix:]
+            patches = final[:, n_prefix:]
+            if getattr(model, "cls_token", None) is not None:
+                cls = final[:, 0]
+            else:  # no class token (SigLIP): the model's own pooled output stands in for it
+                cls = model.forward_head(final, pre_logits=True)
             if "cls" in taps:
                 out["cls"] = cls
             if "mean" in taps:
@@ -151,13 +110,6 @@ def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
         h.update(f"{key}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-class CheckpointMismatchError(PartawareError, KeyError):
-    """A converted checkpoint does not match the model's keys or shapes (loading is strict)."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
 
 
 def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, what: str) -> None:

@@ -1,43 +1,112 @@
 """The encoder registry and the selection grammar used by job specs and ``--encoders``.
 
 Selectors: ``all`` (every registered encoder of the job's *zoo*: ``paper`` for the study's seven,
-``lab`` for the encoders the platform pretrains itself), ``family:<family>`` (within the zoo, for
-example ``family:mim``), or encoder names and aliases (any zoo). Unknown names raise with the valid list.
-Encoder modules register their specs here at import (``register_encoder``); this module imports
-nothing heavy so listing and validation stay cheap.
+``modern`` for the timm-tag encoders, ``lab`` for the encoders the platform pretrains itself),
+``family:<family>`` (within the zoo, for example ``family:mim``), or encoder names and aliases (any
+zoo). Unknown names raise with the valid list.
+
+Adding an encoder: write its ``EncoderSpec`` row (and, for a new checkpoint layout, a converter in
+``CONVERTERS``) in the family's module, and list the module in ``BUILTIN_ENCODER_MODULES``; the
+registry-parametrised tests pick it up. This module imports nothing heavy (no torch) so listing and
+validation stay cheap; converters import torch inside their bodies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import importlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from partaware.errors import UnknownNameError
+from partaware.errors import SpecError, UnknownNameError
 from partaware.registry import Registry
 
+if TYPE_CHECKING:
+    import torch
+
+    StateDict = dict[str, torch.Tensor]
+
 FAMILIES = ("supervised", "contrastive", "mim", "contrastive+mim")
+#: zoos only the package fills: ``all`` on them must mean exactly the built-in list (the paper's seven)
+RESERVED_ZOOS = ("paper", "modern", "variants")
 
 #: name -> spec object (an ``EncoderSpec``: it has ``name``, ``family`` and ``zoo``).
 ENCODERS: Registry[Any] = Registry("encoder")
+_ALIASES: dict[str, list[str]] = {}
+
+#: converter name -> function(checkpoint object) -> (backbone state dict, projection-head state dict or None)
+CONVERTERS: Registry[Callable[[dict[str, Any]], tuple[StateDict, StateDict | None]]] = Registry("checkpoint converter")
+#: converter name -> builder(spec, head state dict) -> projection head module (the ``proj`` tap)
+HEAD_BUILDERS: Registry[Callable[..., Any]] = Registry("projection head")
+
+
+def _identity(checkpoint: dict[str, Any]) -> tuple[StateDict, StateDict | None]:
+    """A timm state dict as is; a ``{"model": ..., "head": ...}`` container is unwrapped."""
+    if "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        return checkpoint["model"], checkpoint.get("head")
+    return checkpoint, None
+
+
+CONVERTERS.register("identity", _identity)
 
 
 def register_encoder(spec: Any, *, aliases: Iterable[str] = ()) -> Any:
+    """Register ``spec`` under its name and aliases (``spec.aliases`` plus ``aliases``).
+
+    Registering an equal spec again is a no-op (a job spec may be validated twice); a different spec
+    under a taken name raises.
+    """
     if spec.family not in FAMILIES:
         raise ValueError(f"encoder {spec.name!r}: family {spec.family!r} is not one of {FAMILIES}")
-    ENCODERS.register(spec.name, spec, aliases=aliases)
+    all_aliases = list(dict.fromkeys([*getattr(spec, "aliases", ()), *aliases]))
+    if spec.name in ENCODERS and ENCODERS.resolve(spec.name) == spec.name:
+        if ENCODERS.get(spec.name) == spec:
+            return ENCODERS.get(spec.name)
+        raise SpecError(f"encoder name {spec.name!r} is already registered with a different spec")
+    try:
+        ENCODERS.register(spec.name, spec, aliases=all_aliases)
+    except ValueError as e:  # a name or alias already taken by another encoder
+        raise SpecError(f"encoder {spec.name!r}: {e}") from None
+    _ALIASES[spec.name] = all_aliases
     return spec
 
 
-def _load_builtin_encoders() -> None:
-    """Import the modules that register encoders (kept lazy: they may import torch)."""
-    import importlib
+def aliases_of(name: str) -> list[str]:
+    return list(_ALIASES.get(name, []))
 
+
+def register_custom_encoders(specs: Iterable[Any]) -> list[str]:
+    """Register user encoders (from Python or a job spec's ``custom_encoders``); returns their names."""
+    _load_builtin_encoders()  # builtin names first, so a clash is caught whichever is used first
+    specs = list(specs)
+    for spec in specs:
+        if spec.zoo in RESERVED_ZOOS:
+            raise SpecError(f"encoder {spec.name!r}: zoo {spec.zoo!r} is reserved for the built-in encoders")
+        CONVERTERS.resolve(spec.weights.converter)  # unknown converter: the error lists the valid ones
+        if spec.has_projection and spec.weights.converter not in HEAD_BUILDERS:
+            raise SpecError(
+                f"encoder {spec.name!r}: has_projection needs a converter with a projection head "
+                f"({', '.join(HEAD_BUILDERS.names())}), not {spec.weights.converter!r}"
+            )
+    return [register_encoder(spec).name for spec in specs]
+
+
+def _load_builtin_encoders() -> None:
+    """Import the modules that register encoders (kept lazy; they import no torch at module level)."""
     for module in BUILTIN_ENCODER_MODULES:
         importlib.import_module(module)
 
 
 #: Modules whose import registers encoders. An encoder family adds its module here.
-BUILTIN_ENCODER_MODULES: list[str] = []
+BUILTIN_ENCODER_MODULES: list[str] = [
+    "partaware.encoders.deit",
+    "partaware.encoders.mocov3",
+    "partaware.encoders.dino",
+    "partaware.encoders.beit",
+    "partaware.encoders.mae",
+    "partaware.encoders.cae",
+    "partaware.encoders.ibot",
+    "partaware.encoders.modern",
+]
 
 
 def select_encoders(selectors: Iterable[str], *, zoo: str = "paper") -> list[str]:

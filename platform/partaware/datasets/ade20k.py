@@ -1,0 +1,134 @@
+"""ADE20K label maps: the 150-class object benchmark, ADE20K-Part (209) and ADE20K-Object (59).
+
+Sources:
+- ``ade20k``: ``ADEChallengeData2016/{images,annotations}/{training,validation}`` (``.jpg`` + ``.png``,
+  0 = "other", ignored); class names from ``objectInfo150.txt`` when the release has it, else the
+  standard list below.
+- ``ade20k-part``: ``ADE20K_Part/{img,ann}/{train,val}`` (0 = background, 1..209 parts).
+- ``ade20k-object``: the same two layouts, 59 object ids.
+
+The 209 part and 59 object names are not published with the paper's code (its lists are placeholders,
+protocol §6); pass ``class_names`` or ``classes_file`` (one name per line, in id order) to name them,
+otherwise they are named by id (``part-001``) and ``dataset.json`` says so.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from partaware.datasets.convert import (
+    Conversion,
+    ConverterOptions,
+    label_map_info,
+    parse_options,
+    run_conversion,
+)
+from partaware.datasets.labelmaps import convert_label_map_pairs, find_pairs, read_class_names
+from partaware.datasets.store import PreparedDataset
+from partaware.spec import register_options_model
+from partaware.storage import StorageRoot
+
+CONVERTER_VERSION = "ade20k-1"
+CHALLENGE_LAYOUT = {
+    "train": ("images/training", "annotations/training"),
+    "val": ("images/validation", "annotations/validation"),
+}
+PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
+
+ADE20K_150_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
+    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
+    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel",
+    "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
+    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
+    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
+    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
+    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
+    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)  # fmt: skip
+
+
+@register_options_model
+class LabelMapOptions(ConverterOptions):
+    splits: list[Literal["train", "val"]] | None = Field(
+        None, description="splits to convert (default: every split found)"
+    )
+    class_names: list[str] | None = Field(None, description="class names in id order (1..K)")
+    classes_file: str | None = Field(None, description="text file in the source, one class name per line")
+
+
+def prepare_ade20k(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
+    return _prepare(root, "ade20k", "object", 150, [CHALLENGE_LAYOUT], source, options, workers, progress)
+
+
+def prepare_ade20k_part(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
+    return _prepare(
+        root, "ade20k-part", "part", 209, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress
+    )
+
+
+def prepare_ade20k_object(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
+    return _prepare(
+        root, "ade20k-object", "object", 59, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress
+    )
+
+
+def _prepare(
+    root, name, level, num_classes, layouts, source, options, workers, progress
+) -> tuple[PreparedDataset, bool]:
+    opts = parse_options(LabelMapOptions, name, options)
+
+    def body(conv: Conversion):
+        names, names_source = _class_names(conv, name, num_classes)
+        pairs = find_pairs(conv, layouts, splits=opts.splits)
+        rows = convert_label_map_pairs(conv, pairs, level=level, num_classes=num_classes)
+        info = {
+            "description": f"{name}: {num_classes}-class {level} label maps",
+            "label_maps": label_map_info(level, names, names_source=names_source),
+        }
+        return rows, info
+
+    return run_conversion(
+        root,
+        name,
+        source=source,
+        options=opts,
+        converter_version=CONVERTER_VERSION,
+        workers=workers,
+        progress=progress,
+        body=body,
+    )
+
+
+def _class_names(conv: Conversion, name: str, num_classes: int) -> tuple[list[str], str]:
+    opts: LabelMapOptions = conv.options
+    given = read_class_names(conv, opts.classes_file, opts.class_names, num_classes)
+    if given is not None:
+        return given, "options"
+    if name == "ade20k":
+        info_files = [f for f in conv.source.files() if f.endswith("objectInfo150.txt")]
+        if info_files:
+            return _object_info_names(conv, min(info_files, key=len)), "objectInfo150.txt"
+        return list(ADE20K_150_CLASSES), "built-in list (ADE20K SceneParsing objectInfo150 order)"
+    prefix = "part" if name.endswith("part") else "object"
+    return [f"{prefix}-{i:03d}" for i in range(1, num_classes + 1)], "placeholder: named by id (names not published)"
+
+
+def _object_info_names(conv: Conversion, path: str) -> list[str]:
+    """``Idx Ratio Train Val Name`` rows (tab-separated); the first synonym of each name."""
+    names = []
+    for line in conv.source.read_text(path).splitlines()[1:]:
+        fields = line.split("\t") if "\t" in line else line.split(None, 4)
+        if len(fields) >= 5:
+            names.append(fields[4].split(";")[0].split(",")[0].strip())
+    if len(names) != 150:
+        return list(ADE20K_150_CLASSES)
+    return names

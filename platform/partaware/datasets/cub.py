@@ -1,0 +1,216 @@
+"""CUB-200-2011: keypoint-centred part patches (the paper's CUB part samples) and bird object boxes.
+
+Source: the official release folder or archive (``CUB_200_2011/`` with ``images.txt``,
+``train_test_split.txt``, ``classes.txt``, ``image_class_labels.txt``, ``bounding_boxes.txt``,
+``parts/parts.txt``, ``parts/part_locs.txt``, ``images/<class>/<name>.jpg``).
+
+Part rows: keypoints 11, 12, 9, 14 (right eye, right leg, left wing, tail), visible only, through
+``patches.keypoint_patches`` (protocol §3.3); label = the part name, label_id = its place in the
+keypoint list. Split = the official ``train_test_split.txt`` (retrieval uses every image regardless).
+Object rows: the bird's box (``object-box``), the whole image, or none.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Literal
+
+from pydantic import Field
+
+from partaware.datasets.convert import (
+    Conversion,
+    ConverterOptions,
+    image_error_kind,
+    load_image,
+    parse_options,
+    run_conversion,
+)
+from partaware.datasets.patches import RULES, Keypoint, keypoint_patches
+from partaware.datasets.store import PreparedDataset
+from partaware.errors import DatasetError
+from partaware.spec import register_options_model
+from partaware.storage import StorageRoot
+
+CONVERTER_VERSION = "cub-1"
+PAPER_KEYPOINTS = (11, 12, 9, 14)
+
+
+@register_options_model
+class CubOptions(ConverterOptions):
+    keypoints: list[int] = Field(
+        list(PAPER_KEYPOINTS), min_length=1, description="1-based CUB part ids, in class order"
+    )
+    patch_rule: Literal["code", "paper"] = Field("code", description="code: official loader; paper: d x d crop")
+    object_samples: Literal["box", "whole-image", "none"] = Field("box", description="object-level rows per image")
+
+
+def prepare_cub(
+    root: StorageRoot, *, source=None, options=None, workers=None, progress=None
+) -> tuple[PreparedDataset, bool]:
+    opts = parse_options(CubOptions, "cub", options)
+    return run_conversion(
+        root,
+        "cub",
+        source=source,
+        options=opts,
+        converter_version=CONVERTER_VERSION,
+        workers=workers,
+        progress=progress,
+        body=_convert,
+    )
+
+
+def _table(conv: Conversion, base: str, name: str, ncols: int) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of a whitespace-separated file; with ``ncols`` > 0 the last field keeps its spaces."""
+    rel = posixpath.join(base, name) if base else name
+    try:
+        text = conv.source.read_text(rel)
+    except FileNotFoundError:
+        raise DatasetError(f"cub: {conv.source.uri}: required file {rel} is missing") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(None, ncols - 1) if ncols > 0 else line.split()
+        out.append((n, fields))
+    return out
+
+
+def _mapping(conv: Conversion, base: str, name: str, parse) -> dict:
+    """``{key: value}`` from ``<id> <rest>`` lines; a line ``parse`` rejects is an error row, not a crash."""
+    out = {}
+    for n, fields in _table(conv, base, name, 2):
+        try:
+            key, value = parse(fields)
+        except (ValueError, IndexError, KeyError):
+            rel = posixpath.join(base, name) if base else name
+            conv.error(rel, f"line {n}", "unreadable-annotation", f"cannot parse {' '.join(fields)!r}")
+            continue
+        out[key] = value
+    return out
+
+
+def _convert(conv: Conversion) -> tuple[list[dict], dict]:
+    opts: CubOptions = conv.options
+    base = conv.source.locate("parts/part_locs.txt")
+    j = lambda *p: posixpath.join(base, *p) if base else posixpath.join(*p)  # noqa: E731
+
+    images = _mapping(conv, base, "images.txt", lambda f: (int(f[0]), f[1].strip()))
+    split = _mapping(
+        conv, base, "train_test_split.txt", lambda f: (int(f[0]), {"1": "train", "0": "test"}[f[1].strip()])
+    )
+    classes = _mapping(conv, base, "classes.txt", lambda f: (int(f[0]), re.sub(r"^\d+\.", "", f[1].strip())))
+    image_class = _mapping(conv, base, "image_class_labels.txt", lambda f: (int(f[0]), int(f[1])))
+    part_names = _mapping(conv, base, "parts/parts.txt", lambda f: (int(f[0]), f[1].strip()))
+    unknown = [k for k in opts.keypoints if k not in part_names]
+    if unknown:
+        raise DatasetError(f"cub: keypoints {unknown} are not in parts/parts.txt (valid: {sorted(part_names)})")
+    boxes: dict[int, list[float]] = {}
+    if opts.object_samples == "box":
+        for n, f in _table(conv, base, "bounding_boxes.txt", 0):
+            try:
+                x, y, w, h = map(float, f[1:5])
+                boxes[int(f[0])] = [x, y, x + w, y + h]
+            except (ValueError, IndexError):
+                conv.error(j("bounding_boxes.txt"), f"line {n}", "unreadable-annotation", f"bad box line {f}")
+
+    # keypoints per image: (part id, x, y, line number), visible and of the chosen classes only
+    wanted = set(opts.keypoints)
+    keypoints: dict[int, list[tuple[int, float, float, int]]] = {}
+    for n, f in _table(conv, base, "parts/part_locs.txt", 0):
+        try:
+            image_id, part_id, x, y, visible = int(f[0]), int(f[1]), float(f[2]), float(f[3]), int(float(f[4]))
+        except (ValueError, IndexError):
+            conv.error(j("parts/part_locs.txt"), f"line {n}", "unreadable-annotation", f"bad keypoint line {f}")
+            continue
+        if visible and part_id in wanted:
+            if image_id not in images:
+                conv.error(
+                    j("parts/part_locs.txt"), f"line {n}", "unreadable-annotation", f"unknown image id {image_id}"
+                )
+                continue
+            keypoints.setdefault(image_id, []).append((part_id, x, y, n))
+
+    class_of = {k: i for i, k in enumerate(opts.keypoints)}
+    todo = sorted(images) if opts.object_samples != "none" else sorted(keypoints)
+    conv.total = len(todo)
+    rows: list[dict] = []
+    load = lambda i: load_image(conv.source, j("images", images[i]), decode=opts.decode_images)  # noqa: E731
+    for image_id, loaded in conv.map(load, todo):
+        conv.records += 1
+        conv.tick()
+        image_file = j("images", images[image_id])
+        if isinstance(loaded, Exception):
+            conv.error(image_file, f"image {image_id}", image_error_kind(loaded), str(loaded))
+            continue
+        if image_id not in split:
+            conv.error(j("train_test_split.txt"), f"image {image_id}", "unreadable-annotation", "image has no split")
+            continue
+        w, h = loaded.width, loaded.height
+        kept = []
+        for part_id, x, y, n in keypoints.get(image_id, []):
+            if not (0 <= x <= w and 0 <= y <= h):
+                conv.error(
+                    j("parts/part_locs.txt"),
+                    f"line {n}",
+                    "keypoint-outside-image",
+                    f"image {image_id} part {part_id} at ({x}, {y}) lies outside the {w}x{h} image",
+                )
+                continue
+            kept.append((part_id, x, y))
+        patches = keypoint_patches([Keypoint(x, y) for _, x, y in kept], rule=opts.patch_rule)
+        class_id = image_class.get(image_id)
+        obj_label = classes.get(class_id) if class_id is not None else None
+        common = {
+            "image_id": str(image_id),
+            "image_uri": f"images/{images[image_id]}",
+            "width": w,
+            "height": h,
+            "split": split[image_id],
+            "object_label": obj_label,
+            "object_label_id": class_id - 1 if obj_label is not None else None,
+        }
+        image_rows = []
+        for p in patches:
+            part_id = kept[p.index][0]
+            image_rows.append(
+                {
+                    **common,
+                    "region_id": f"{image_id}/kp{part_id:02d}",
+                    "level": "part",
+                    "label": part_names[part_id],
+                    "label_id": class_of[part_id],
+                    "box": [float(v) for v in p.box],
+                    "keypoint": [p.x, p.y],
+                    "keypoint_visible": True,
+                    "sample_rule": RULES[opts.patch_rule],
+                }
+            )
+        if opts.object_samples != "none" and obj_label is not None:
+            box = boxes.get(image_id) if opts.object_samples == "box" else None
+            if opts.object_samples == "box" and box is None:
+                conv.error(j("bounding_boxes.txt"), f"image {image_id}", "unreadable-annotation", "no bounding box")
+            else:
+                image_rows.append(
+                    {
+                        **common,
+                        "region_id": f"{image_id}/object",
+                        "level": "object",
+                        "label": obj_label,
+                        "label_id": class_id - 1,
+                        "box": box,
+                        "sample_rule": "object-box" if box is not None else "whole-image",
+                    }
+                )
+        if image_rows:
+            conv.build.add_file(common["image_uri"], loaded.data)
+            rows.extend(image_rows)
+    info = {
+        "description": "CUB-200-2011 keypoint-centred part patches (protocol §3.3) and bird objects",
+        "part_classes": [part_names[k] for k in opts.keypoints],
+        "object_classes": [classes[k] for k in sorted(classes)],
+        "patch_rule": RULES[opts.patch_rule],
+        "crop": "boxes may extend past the image; extraction fills the outside with black (PIL crop)",
+    }
+    return rows, info

@@ -1,0 +1,354 @@
+"""Pascal-Part (193 parts) and Pascal-Object (16 classes), rendered from ``Annotations_Part/*.mat``.
+
+Source: the Pascal-Part release (Chen et al. 2014) beside VOC2010: ``Annotations_Part/<id>.mat``,
+``JPEGImages/<id>.jpg`` and ``ImageSets/Main/{train,val}.txt`` (4,998 / 5,105 images), found anywhere
+under ``--source``. Each ``.mat`` holds a struct ``anno`` with ``objects(k)``: ``class``, ``class_ind``,
+``mask`` and ``parts(j)`` (``part_name``, ``mask``), read with ``scipy.io.loadmat``.
+
+Label maps are rendered per image, objects and parts painted in file order (a later mask wins):
+- part level: value = the part's id in the mapping (0 = background or a pixel of an object no part
+  covers). The default mapping has 193 ids: the 16 classes with parts in VOC order, each class's parts
+  in the order of the release's ``part2ind.m``, the instance suffix dropped (``wheel_3`` -> ``wheel``).
+  The paper's own ids are not published (protocol §6); pass ``part_mapping_file`` (JSON
+  ``{"class": {"part": id}}``, ids 1..K, shared ids merge parts) to use another mapping.
+- object level: value = 1 + index among the 16 classes with parts; boat, chair, diningtable and sofa,
+  which have no parts, stay 0 (ignored), as in the paper's Pascal-Object-16.
+
+If the source holds the paper's processed layout (``{img,ann}/{train,val}`` PNGs) instead, those maps
+are taken as they are.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import re
+from typing import Any
+
+import numpy as np
+import scipy.io
+from pydantic import Field
+
+from partaware.datasets.convert import (
+    Conversion,
+    ConverterOptions,
+    encode_png,
+    image_error_kind,
+    label_map_info,
+    load_image,
+    parse_options,
+    run_conversion,
+)
+from partaware.datasets.labelmaps import convert_label_map_pairs, find_dir, find_pairs, label_map_row
+from partaware.datasets.store import PreparedDataset
+from partaware.errors import DatasetError
+from partaware.spec import register_options_model
+from partaware.storage import StorageRoot, filesystem_for
+
+CONVERTER_VERSION = "pascal-part-1"
+PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
+_VEHICLE_SIDES = (
+    "frontside",
+    "leftside",
+    "rightside",
+    "backside",
+    "roofside",
+    "leftmirror",
+    "rightmirror",
+    "fliplate",
+    "bliplate",
+    "door",
+    "wheel",
+    "headlight",
+    "window",
+)
+_QUADRUPED_HEAD = ("head", "leye", "reye", "lear", "rear")
+_HOOFED_LEGS = ("lfuleg", "lflleg", "rfuleg", "rflleg", "lbuleg", "lblleg", "rbuleg", "rblleg")
+_PAWED_LEGS = ("lfleg", "lfpa", "rfleg", "rfpa", "lbleg", "lbpa", "rbleg", "rbpa")
+#: Part names per class (instance suffixes dropped), in the order of the release's part2ind.m.
+PARTS: dict[str, tuple[str, ...]] = {
+    "aeroplane": ("body", "stern", "lwing", "rwing", "tail", "engine", "wheel"),
+    "bicycle": ("fwheel", "bwheel", "saddle", "handlebar", "chainwheel", "headlight"),
+    "bird": (
+        "head",
+        "leye",
+        "reye",
+        "beak",
+        "torso",
+        "neck",
+        "lwing",
+        "rwing",
+        "lleg",
+        "lfoot",
+        "rleg",
+        "rfoot",
+        "tail",
+    ),  # fmt: skip
+    "bottle": ("cap", "body"),
+    "bus": _VEHICLE_SIDES,
+    "car": _VEHICLE_SIDES,
+    "cat": (*_QUADRUPED_HEAD, "nose", "torso", "neck", *_PAWED_LEGS, "tail"),
+    "cow": (*_QUADRUPED_HEAD, "muzzle", "lhorn", "rhorn", "torso", "neck", *_HOOFED_LEGS, "tail"),
+    "dog": (*_QUADRUPED_HEAD, "nose", "torso", "neck", *_PAWED_LEGS, "tail", "muzzle"),
+    "horse": (*_QUADRUPED_HEAD, "muzzle", "lfho", "rfho", "lbho", "rbho", "torso", "neck", *_HOOFED_LEGS, "tail"),
+    "motorbike": ("fwheel", "bwheel", "handlebar", "saddle", "headlight"),
+    "person": (
+        "head",
+        "leye",
+        "reye",
+        "lear",
+        "rear",
+        "lebrow",
+        "rebrow",
+        "nose",
+        "mouth",
+        "hair",
+        "torso",
+        "neck",
+        "llarm",
+        "luarm",
+        "lhand",
+        "rlarm",
+        "ruarm",
+        "rhand",
+        "llleg",
+        "luleg",
+        "lfoot",
+        "rlleg",
+        "ruleg",
+        "rfoot",
+    ),  # fmt: skip
+    "pottedplant": ("pot", "plant"),
+    "sheep": (*_QUADRUPED_HEAD, "muzzle", "lhorn", "rhorn", "torso", "neck", *_HOOFED_LEGS, "tail"),
+    "train": (
+        "head",
+        "hfrontside",
+        "hleftside",
+        "hrightside",
+        "hbackside",
+        "hroofside",
+        "headlight",
+        "coach",
+        "cfrontside",
+        "cleftside",
+        "crightside",
+        "cbackside",
+        "croofside",
+    ),  # fmt: skip
+    "tvmonitor": ("screen",),
+}
+OBJECT_CLASSES: tuple[str, ...] = tuple(PARTS)  # the 16 VOC classes that have parts
+_SUFFIX = re.compile(r"_\d+$")
+
+
+def default_part_mapping() -> dict[str, dict[str, int]]:
+    """``{class: {part: id}}`` with ids 1..193 (0 stays background)."""
+    mapping, next_id = {}, 1
+    for cls, parts in PARTS.items():
+        mapping[cls] = {}
+        for part in parts:
+            mapping[cls][part] = next_id
+            next_id += 1
+    return mapping
+
+
+@register_options_model
+class PascalPartOptions(ConverterOptions):
+    part_mapping_file: str | None = Field(
+        None, description="JSON {class: {part: id}} (a path in the source, a local path or a URI); default: 193 ids"
+    )
+    strip_instance_suffix: bool = Field(True, description="wheel_3 -> wheel before the mapping lookup")
+    image_sets: dict[str, str] = Field(
+        {"train": "ImageSets/Main/train.txt", "val": "ImageSets/Main/val.txt"},
+        description="split -> list file of image ids (found anywhere in the source)",
+    )
+
+
+def prepare_pascal_part(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
+    return _prepare(root, "pascal-part", "part", source, options, workers, progress)
+
+
+def prepare_pascal_object(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
+    return _prepare(root, "pascal-object", "object", source, options, workers, progress)
+
+
+def _prepare(root, name, level, source, options, workers, progress) -> tuple[PreparedDataset, bool]:
+    opts = parse_options(PascalPartOptions, name, options)
+    return run_conversion(
+        root,
+        name,
+        source=source,
+        options=opts,
+        converter_version=CONVERTER_VERSION,
+        workers=workers,
+        progress=progress,
+        body=lambda conv: _convert(conv, level),
+    )
+
+
+def _convert(conv: Conversion, level: str) -> tuple[list[dict], dict]:
+    opts: PascalPartOptions = conv.options
+    mapping = _load_mapping(conv) if level == "part" else None
+    classes = _class_names(mapping) if mapping is not None else list(OBJECT_CLASSES)
+    num_classes = len(classes)
+    names_source = "part_mapping_file" if opts.part_mapping_file else "default mapping (part2ind.m order)"
+    info = {
+        "description": f"Pascal-Part (VOC2010) {level} label maps",
+        "label_maps": label_map_info(level, classes, names_source=names_source if level == "part" else "VOC"),
+    }
+    files = conv.source.files()
+    ann_dir = find_dir(files, "Annotations_Part")
+    if ann_dir is None:  # the paper's processed PNG layout
+        pairs = find_pairs(conv, [PROCESSED_LAYOUT])
+        return convert_label_map_pairs(conv, pairs, level=level, num_classes=num_classes), info
+    img_dir = find_dir(files, "JPEGImages")
+    if img_dir is None:
+        raise DatasetError(f"{conv.name}: {conv.source.uri} has Annotations_Part/ but no JPEGImages/ (VOC2010)")
+    splits = _read_splits(conv)
+    mats = {
+        posixpath.splitext(posixpath.basename(f))[0]: f
+        for f in files
+        if f.startswith(ann_dir + "/") and f.endswith(".mat")
+    }
+    work = [(stem, splits[stem]) for stem in sorted(mats) if stem in splits]
+    conv.stats["unsplit_annotations"] = len(mats) - len(work)
+    conv.total = len(work)
+
+    def load(item):
+        stem, _ = item
+        image = load_image(conv.source, posixpath.join(img_dir, f"{stem}.jpg"), decode=opts.decode_images)
+        return image, conv.source.read(mats[stem])
+
+    rows = []
+    for (stem, split), result in conv.map(load, work):
+        conv.records += 1
+        conv.tick()
+        if isinstance(result, Exception):
+            conv.error(posixpath.join(img_dir, f"{stem}.jpg"), stem, image_error_kind(result), str(result))
+            continue
+        image, mat_bytes = result
+        try:
+            objects = read_objects(mat_bytes)
+            label_map, unknown = render_label_map(objects, level, mapping, strip_suffix=opts.strip_instance_suffix)
+        except _PartError as e:
+            conv.error(mats[stem], e.record, e.kind, str(e))
+            continue
+        except Exception as e:  # noqa: BLE001 (a corrupt .mat is one bad record)
+            conv.error(mats[stem], stem, "unreadable-annotation", f"cannot read Annotations_Part struct: {e}")
+            continue
+        if label_map.shape != (image.height, image.width):
+            conv.error(
+                mats[stem],
+                stem,
+                "label-map-size",
+                f"masks are {label_map.shape[::-1]}, image is {(image.width, image.height)}",
+            )
+            continue
+        for record, message in unknown:
+            conv.error(mats[stem], record, "unknown-part", message, item=stem)
+        image_uri = conv.build.add_file(f"images/{split}/{stem}.jpg", image.data)
+        map_uri = conv.build.add_file(f"labels/{level}/{split}/{stem}.png", encode_png(label_map))
+        rows.append(label_map_row(split, stem, image_uri, image, map_uri, level))
+    return rows, info
+
+
+class _PartError(Exception):
+    def __init__(self, kind: str, record: str, message: str):
+        super().__init__(message)
+        self.kind, self.record = kind, record
+
+
+def _as_list(value: Any) -> list:
+    """A MATLAB struct array (squeezed by loadmat) as a list: one struct, an array of them, or empty."""
+    if isinstance(value, np.ndarray):
+        return list(value.ravel())
+    return [value]
+
+
+def read_objects(mat_bytes: bytes) -> list[dict]:
+    """``anno.objects`` of one Annotations_Part file as ``[{class, mask, parts: [(name, mask)]}]``."""
+    data = scipy.io.loadmat(io.BytesIO(mat_bytes), squeeze_me=True, struct_as_record=False)
+    anno = data["anno"]
+    objects = []
+    for obj in _as_list(anno.objects):
+        parts = [(str(p.part_name), np.asarray(p.mask)) for p in _as_list(obj.parts) if hasattr(p, "part_name")]
+        objects.append({"class": str(getattr(obj, "class")), "mask": np.asarray(obj.mask), "parts": parts})
+    return objects
+
+
+def render_label_map(
+    objects: list[dict], level: str, mapping: dict[str, dict[str, int]] | None, *, strip_suffix: bool = True
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Paint objects (object level) or their parts (part level) in order; later masks win.
+
+    Returns the map and the parts not in the mapping, as ``(record, message)`` (their pixels stay 0).
+    """
+    if not objects:
+        raise _PartError("unreadable-annotation", "anno.objects", "the file has no objects")
+    shape = objects[0]["mask"].shape
+    out = np.zeros(shape, dtype=np.int32)
+    unknown: list[tuple[str, str]] = []
+    for k, obj in enumerate(objects, start=1):
+        if obj["mask"].shape != shape:
+            raise _PartError("unreadable-annotation", f"objects({k})", f"mask shape {obj['mask'].shape} != {shape}")
+        if level == "object":
+            if obj["class"] in OBJECT_CLASSES:
+                out[obj["mask"] > 0] = OBJECT_CLASSES.index(obj["class"]) + 1
+            continue
+        ids = mapping.get(obj["class"], {})
+        for j, (name, mask) in enumerate(obj["parts"], start=1):
+            key = _SUFFIX.sub("", name) if strip_suffix else name
+            if key not in ids:
+                unknown.append(
+                    (f"objects({k}).parts({j})", f"part {name!r} of class {obj['class']!r} is not in the mapping")
+                )
+                continue
+            if mask.shape != shape:
+                raise _PartError(
+                    "unreadable-annotation", f"objects({k}).parts({j})", f"mask shape {mask.shape} != {shape}"
+                )
+            out[mask > 0] = ids[key]
+    return out, unknown
+
+
+def _load_mapping(conv: Conversion) -> dict[str, dict[str, int]]:
+    ref = conv.options.part_mapping_file
+    if ref is None:
+        return default_part_mapping()
+    try:
+        if conv.source.exists(ref):
+            data = conv.source.read(ref)
+        else:
+            fs, path = filesystem_for(ref)
+            data = fs.cat_file(path)
+        mapping = json.loads(data)
+        mapping = {str(c): {str(p): int(i) for p, i in parts.items()} for c, parts in mapping.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise DatasetError(f"{conv.name}: part_mapping_file {ref!r} is not a JSON {{class: {{part: id}}}}: {e}") from e
+    ids = {i for parts in mapping.values() for i in parts.values()}
+    if not ids or min(ids) < 1 or max(ids) > 254:
+        raise DatasetError(f"{conv.name}: part ids must lie in 1..254 (0 = background, 255 = ignore)")
+    return mapping
+
+
+def _class_names(mapping: dict[str, dict[str, int]]) -> list[str]:
+    """Names for ids 1..K: ``class part`` of the first entry that uses each id."""
+    names: dict[int, str] = {}
+    for cls, parts in mapping.items():
+        for part, i in parts.items():
+            names.setdefault(i, f"{cls} {part}")
+    return [names.get(i, f"unused-{i}") for i in range(1, max(names) + 1)]
+
+
+def _read_splits(conv: Conversion) -> dict[str, str]:
+    splits: dict[str, str] = {}
+    for split, rel in conv.options.image_sets.items():
+        hits = [f for f in conv.source.files() if f == rel or f.endswith("/" + rel)]
+        if not hits:
+            raise DatasetError(
+                f"{conv.name}: {conv.source.uri} has no {rel} (the VOC2010 {split} list); set image_sets"
+            )
+        for line in conv.source.read_text(min(hits, key=len)).split():
+            splits.setdefault(line.strip(), split)
+    return splits

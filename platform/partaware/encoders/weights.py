@@ -1,0 +1,260 @@
+"""Weights resolution: from an official URL, a timm pretrained tag, or any fsspec URI, to a checkpoint.
+
+Where a file is looked for, in order:
+1. the storage root's weight cache, ``<root>/weights/<cache_key>/<filename>`` (``cache_key`` is the
+   encoder name; a variant shares its base's folder);
+2. ``$PARTAWARE_WEIGHTS_DIR/<cache_key>/<filename>`` or ``$PARTAWARE_WEIGHTS_DIR/<filename>``, any fsspec
+   URI (a read-only staging area on an air-gapped cluster: ``s3://bucket/weights``);
+3. a download: official URLs stream into the weight cache (written atomically, sha256 checked *before*
+   the file becomes visible); timm tags go through ``huggingface_hub`` (its own cache and checks).
+Offline (``PARTAWARE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), or for releases with no plain download
+(Google Drive), step 3 is replaced by ``WeightsUnavailableError`` naming the file to stage and where.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (``argparse.Namespace`` allowed: official
+DINO/BEiT/CAE checkpoints store their training ``args`` as one) or safetensors; never arbitrary pickles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import pickle
+import posixpath
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from partaware.encoders.specs import EncoderSpec
+from partaware.errors import PartawareError, SpecError, StorageError
+from partaware.storage import StorageRoot, filesystem_for
+
+WEIGHTS_DIR_ENV = "PARTAWARE_WEIGHTS_DIR"
+OFFLINE_ENVS = ("PARTAWARE_OFFLINE", "HF_HUB_OFFLINE")
+_CHUNK = 1 << 20
+
+
+class WeightsUnavailableError(PartawareError, FileNotFoundError):
+    """No weights file could be found or fetched; the message says which file to stage where."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsafeCheckpointError(PartawareError, ValueError):
+    """A checkpoint that would need arbitrary unpickling (code execution) to load; never loaded."""
+
+
+class WeightsChecksumError(PartawareError, ValueError):
+    """A weights file whose sha256 differs from the expected one (corrupt or a different release)."""
+
+
+def is_offline() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in OFFLINE_ENVS)
+
+
+def weights_filename(spec: EncoderSpec) -> str:
+    """The file's name in the cache: ``weights.filename``, else the URL's basename, else timm's hub file."""
+    if spec.weights.filename:
+        return spec.weights.filename
+    if spec.weights.kind == "timm":
+        return _timm_filename(spec)
+    name = posixpath.basename(urllib.parse.urlparse(spec.weights.location).path)
+    if not name:
+        raise SpecError(f"encoder {spec.name!r}: cannot name a file for weights {spec.weights.location!r}")
+    return name
+
+
+def cache_relpath(spec: EncoderSpec) -> tuple[str, str, str]:
+    return ("weights", spec.cache_key, weights_filename(spec))
+
+
+def find_staged(spec: EncoderSpec, root: StorageRoot) -> str | None:
+    """URI of an already cached or staged weights file, or None (no network)."""
+    rel = cache_relpath(spec)
+    if root.exists(*rel):
+        return root.uri_of(*rel)
+    staging = os.environ.get(WEIGHTS_DIR_ENV)
+    if staging:
+        for uri in (f"{staging.rstrip('/')}/{rel[1]}/{rel[2]}", f"{staging.rstrip('/')}/{rel[2]}"):
+            fs, path = filesystem_for(uri)
+            if fs.exists(path):
+                return uri
+    return None
+
+
+def staging_instruction(spec: EncoderSpec, root: StorageRoot, *, why: str) -> str:
+    rel = cache_relpath(spec)
+    source = spec.weights.location
+    if spec.weights.kind == "timm":
+        source = _timm_source(spec)
+    return (
+        f"weights for encoder {spec.name!r} are not available ({why}). Stage the file {rel[2]!r} "
+        f"(from {source}) at {root.uri_of(*rel)} or under ${WEIGHTS_DIR_ENV}/{rel[1]}/, then rerun"
+    )
+
+
+# --- checksums and reading ----------------------------------------------------------------------
+
+
+def check_sha256(data_digest: str, expected: str | None, *, what: str) -> None:
+    if expected and not data_digest.startswith(expected):
+        raise WeightsChecksumError(f"{what}: sha256 {data_digest} does not match the expected {expected}")
+
+
+def _read_verified(uri: str, spec: EncoderSpec) -> bytes:
+    fs, path = filesystem_for(uri)
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError as e:
+        raise StorageError(f"weights file {uri} does not exist") from e
+    digest = hashlib.sha256(data).hexdigest()
+    check_sha256(digest, spec.weights.sha256, what=uri)
+    sidecar = path + ".sha256"
+    if spec.weights.sha256 is None and fs.exists(sidecar):  # recorded at download time
+        check_sha256(digest, fs.cat_file(sidecar).decode().strip(), what=uri)
+    return data
+
+
+def load_checkpoint_bytes(data: bytes, *, name: str = "") -> dict[str, Any]:
+    """A checkpoint from bytes: safetensors by name, else ``torch.load(weights_only=True)``."""
+    import torch
+
+    if name.endswith(".safetensors"):
+        from safetensors.torch import load as load_safetensors
+
+        return load_safetensors(data)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # an object beyond tensors and containers: refused, not run
+            lines = [ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()]
+            first = lines[0] if lines else str(e).strip().splitlines()[0]
+            raise UnsafeCheckpointError(
+                f"checkpoint {name or '<bytes>'} holds objects other than tensors and containers and is "
+                f"refused (loaded with weights_only=True): {first}. Re-save just its state dict "
+                f"(torch.save({{'model': state_dict}}, path)) in a trusted environment"
+            ) from e
+
+
+def read_checkpoint(uri: str) -> dict[str, Any]:
+    """A checkpoint from any fsspec URI (``weights.kind == "uri"``), never an arbitrary pickle."""
+    fs, path = filesystem_for(uri)
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError as e:
+        raise StorageError(f"checkpoint {uri} does not exist") from e
+    return load_checkpoint_bytes(data, name=path)
+
+
+def resolve_uri(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:
+    """``weights.kind == "uri"``: the file at ``weights.location`` (any fsspec URI), sha256 checked if given."""
+    return load_checkpoint_bytes(_read_verified(spec.weights.location, spec), name=spec.weights.location)
+
+
+# --- official URLs ------------------------------------------------------------------------------
+
+
+def download_to_cache(spec: EncoderSpec, root: StorageRoot, *, opener=urllib.request.urlopen) -> str:
+    """Stream ``weights.location`` into the weight cache; the file appears only if its sha256 is right."""
+    rel = cache_relpath(spec)
+    h = hashlib.sha256()
+    try:
+        with opener(spec.weights.location, timeout=60) as response, root.open_atomic(*rel) as out:
+            while chunk := response.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+            check_sha256(h.hexdigest(), spec.weights.sha256, what=spec.weights.location)
+    except (urllib.error.URLError, OSError) as e:
+        if isinstance(e, PartawareError):
+            raise
+        raise WeightsUnavailableError(staging_instruction(spec, root, why=f"download failed: {e}")) from e
+    root.write_bytes(h.hexdigest().encode(), *rel[:-1], rel[-1] + ".sha256")
+    return root.uri_of(*rel)
+
+
+def resolve_url(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:
+    root = root or StorageRoot.open()
+    uri = find_staged(spec, root)
+    if uri is None:
+        if not spec.weights.downloadable:
+            why = f"{spec.weights.location} cannot be downloaded automatically"
+            raise WeightsUnavailableError(staging_instruction(spec, root, why=why))
+        if is_offline():
+            raise WeightsUnavailableError(staging_instruction(spec, root, why="offline, nothing staged"))
+        uri = download_to_cache(spec, root)
+    return load_checkpoint_bytes(_read_verified(uri, spec), name=uri)
+
+
+# --- timm pretrained tags -----------------------------------------------------------------------
+
+
+def _timm_cfg(spec: EncoderSpec):
+    import timm
+
+    tag = spec.weights.location or spec.arch
+    cfg = timm.models.get_pretrained_cfg(tag)
+    if cfg is None:
+        raise SpecError(f"encoder {spec.name!r}: timm has no pretrained tag {tag!r}")
+    return tag, cfg
+
+
+def _timm_filename(spec: EncoderSpec) -> str:
+    _, cfg = _timm_cfg(spec)
+    if cfg.hf_hub_id:
+        return cfg.hf_hub_filename or "model.safetensors"
+    if cfg.url:
+        return posixpath.basename(urllib.parse.urlparse(cfg.url).path)
+    raise SpecError(f"encoder {spec.name!r}: timm tag has neither a hub id nor a URL")
+
+
+def _timm_source(spec: EncoderSpec) -> str:
+    _, cfg = _timm_cfg(spec)
+    return f"huggingface.co/{cfg.hf_hub_id}" if cfg.hf_hub_id else cfg.url
+
+
+def _fetch_timm_file(spec: EncoderSpec, root: StorageRoot) -> str:
+    """A local path or URI of the tag's weights: staged, else the hub (its cache honours HF_HUB_OFFLINE)."""
+    staged = find_staged(spec, root)
+    if staged:
+        return staged
+    _, cfg = _timm_cfg(spec)
+    if cfg.hf_hub_id:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return hf_hub_download(cfg.hf_hub_id, _timm_filename(spec))
+        except Exception as e:  # offline with an empty hub cache, no network, missing file
+            raise WeightsUnavailableError(staging_instruction(spec, root, why=f"hub: {type(e).__name__}")) from e
+    if is_offline():
+        raise WeightsUnavailableError(staging_instruction(spec, root, why="offline, nothing staged"))
+    url_spec = spec.model_copy(update={"weights": spec.weights.model_copy(update={"location": cfg.url})})
+    return download_to_cache(url_spec, root)
+
+
+def resolve_timm(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:
+    """A timm-layout backbone state dict for a timm tag, loaded strictly (classifier removed after).
+
+    timm's own ``checkpoint_filter_fn`` for the architecture adapts the file (open_clip and original
+    DINOv2/EVA layouts, position-embedding resampling to ``arch_kwargs['img_size']``); the model is built
+    with the tag's classifier so that every key, the head's included, must match.
+    """
+    import timm
+
+    from partaware.encoders.base import load_strict
+
+    root = root or StorageRoot.open()
+    uri = _fetch_timm_file(spec, root)
+    state = load_checkpoint_bytes(_read_verified(uri, spec), name=uri)
+    state = state.get("model", state) if isinstance(state.get("model"), dict) else state
+    tag, cfg = _timm_cfg(spec)
+    model = timm.create_model(tag, pretrained=False, num_classes=cfg.num_classes, **spec.arch_kwargs)
+    filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    load_strict(model, state, what=f"encoder {spec.name!r} ({tag})")
+    model.reset_classifier(0)
+    return model.state_dict()

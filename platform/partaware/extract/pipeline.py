@@ -1,0 +1,535 @@
+"""Feature extraction as a Ray Data pipeline: manifest -> images -> crops -> encoder actors -> shards.
+
+    manifest rows ─ grouped by image, cut into shards (plan.json, fixed at the first run)
+      └─ from_items (one row per image; completed shards left out: resume)
+          └─ map_batches(decode_images)          CPU tasks: one read per image (fsspec: local or s3://),
+          │                                      decode once, crop every region, black outside the image
+          └─ map_batches(FeatureExtractor,       actor pool min..max, num_gpus=1 per actor on GPU clusters;
+          │      compute=ActorPoolStrategy)      the encoder is loaded once per actor
+          └─ iter_batches in the driver ─ ShardWriter: a shard's part file is written (atomically) when its
+                                          last region arrives, so memory holds only the open shards
+      └─ verify: exactly one row (feature or error) per manifest region, then errors.parquet, _SUCCESS last
+
+Exactly-once: Ray restarts a killed actor and retries its batches; the writer drops any region it has
+already seen, and the verification fails the run (no ``_SUCCESS``) if a region is missing or doubled.
+Resume: a part file exists only for a complete shard, so a rerun submits only the other shards.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import posixpath
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from partaware.datasets.store import PreparedDataset, open_prepared
+from partaware.encoders.base import PREPROCESS_VERSION, EncoderSpec
+from partaware.encoders.loading import load_encoder
+from partaware.encoders.registry import ENCODERS, _load_builtin_encoders
+from partaware.errors import SpecError
+from partaware.extract.crops import crop_regions
+from partaware.extract.features import (
+    ERRORS_FILE,
+    FEATURES,
+    PLAN_FILE,
+    ExtractionError,
+    completed_shards,
+    errors_name,
+    errors_table,
+    feature_key,
+    part_name,
+    read_columns,
+    read_schema,
+    shard_table,
+    tap_info,
+    write_table,
+)
+from partaware.parquet import parquet_bytes_to_table
+from partaware.storage import StorageRoot, filesystem_for, s3_endpoint, safe_relpath
+
+ProgressFn = Callable[[int, int], None]
+PRECISIONS = ("fp32", "bf16")
+DEFAULT_SHARD_REGIONS = 512
+
+
+# --- planning (pure) ---------------------------------------------------------------------------
+
+
+@dataclass
+class ImageJob:
+    """One image and every region to cut from it."""
+
+    shard: int
+    image_uri: str
+    rows: list[int]
+    region_ids: list[str]
+    boxes: list[list[float] | None]
+
+
+def plan_shards(manifest_rows: Sequence[dict[str, Any]], shard_regions: int) -> list[list[ImageJob]]:
+    """Group regions by image (first-appearance order) and cut the images into shards of about
+    ``shard_regions`` regions; an image never spans two shards. Deterministic for a given manifest."""
+    by_image: dict[str, ImageJob] = {}
+    for i, r in enumerate(manifest_rows):
+        job = by_image.get(r["image_uri"])
+        if job is None:
+            job = by_image[r["image_uri"]] = ImageJob(-1, safe_relpath(r["image_uri"]), [], [], [])
+        job.rows.append(i)
+        job.region_ids.append(r["region_id"])
+        job.boxes.append(list(r["box"]) if r["box"] is not None else None)
+    shards: list[list[ImageJob]] = [[]]
+    count = 0
+    for job in by_image.values():
+        if count >= shard_regions:
+            shards.append([])
+            count = 0
+        job.shard = len(shards) - 1
+        shards[-1].append(job)
+        count += len(job.rows)
+    return [s for s in shards if s]
+
+
+# --- decode stage (runs in Ray tasks; plain function) ---------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _filesystem(dataset_uri: str, endpoint: str | None):
+    options = {"endpoint_url": endpoint} if endpoint and dataset_uri.startswith(("s3://", "s3a://")) else {}
+    return filesystem_for(dataset_uri, **options)
+
+
+def decode_images(
+    batch: dict[str, np.ndarray], *, dataset_uri: str, endpoint: str | None, size: int, interpolation: str
+) -> dict[str, np.ndarray]:
+    """A batch of images (one row each) -> a batch of regions (one row each) with uint8 crops.
+
+    A missing or undecodable image, or an out-of-bounds box, becomes an error row (reason set,
+    pixels zero): the job goes on and the errors table records it.
+    """
+    fs, base = _filesystem(dataset_uri, endpoint)
+    out: dict[str, list] = defaultdict(list)
+    pixels = []
+    for shard, uri, rows, ids, boxes in zip(
+        batch["shard"], batch["image_uri"], batch["rows"], batch["region_ids"], batch["boxes"], strict=True
+    ):
+        n = len(rows)
+        t0 = time.perf_counter()
+        try:
+            data = fs.cat_file(posixpath.join(base, safe_relpath(str(uri))))
+            read_error = ""
+        except Exception as e:  # noqa: BLE001 - any read failure is this image's error, not the job's
+            data, read_error = b"", f"unreadable image {uri}: {type(e).__name__}: {e}"
+        t1 = time.perf_counter()
+        region_boxes = [None if b is None or len(b) == 0 else [float(v) for v in b] for b in boxes]
+        crops = crop_regions(data, region_boxes, size=size, interpolation=interpolation)
+        errors = [read_error] * n if read_error else [f"{e} ({uri})" if e else "" for e in crops.errors]
+        t2 = time.perf_counter()
+        pixels.append(crops.pixels)
+        out["row"].extend(int(r) for r in rows)
+        out["region_id"].extend(str(r) for r in ids)
+        out["shard"].extend([int(shard)] * n)
+        out["error"].extend(errors)
+        out["t_read"].extend([(t1 - t0) / n] * n)
+        out["t_decode"].extend([(t2 - t1) / n] * n)
+    return {
+        "row": np.asarray(out["row"], dtype=np.int64),
+        "region_id": np.asarray(out["region_id"], dtype=object),
+        "shard": np.asarray(out["shard"], dtype=np.int64),
+        "error": np.asarray(out["error"], dtype=object),
+        "t_read": np.asarray(out["t_read"], dtype=np.float64),
+        "t_decode": np.asarray(out["t_decode"], dtype=np.float64),
+        "pixels": np.concatenate(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8),
+    }
+
+
+# --- the driver-side writer ------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    regions: int = 0
+    duplicates_dropped: int = 0
+    t_read: float = 0.0
+    t_decode: float = 0.0
+    t_encode: float = 0.0
+    t_write: float = 0.0
+    bytes_written: int = 0
+    workers: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class ShardWriter:
+    """Collects region rows per shard and writes a shard's files once its last region arrives.
+
+    Rows seen twice (a retried batch after an actor was lost) are dropped, so each region is written
+    once. Errors go to ``errors-<shard>.parquet`` first, then ``part-<shard>.parquet``: the part file is
+    the shard's completion marker.
+    """
+
+    def __init__(self, froot: StorageRoot, expected: dict[int, int], taps: Sequence[str], stats: RunStats):
+        self.froot, self.expected, self.taps, self.stats = froot, dict(expected), list(taps), stats
+        self.open: dict[int, dict[str, tuple]] = defaultdict(dict)  # shard -> region_id -> (row, error, taps)
+        self.done: set[int] = set()
+
+    def add(self, batch: dict[str, np.ndarray]) -> int:
+        """Take one batch; returns how many new regions it brought."""
+        new = 0
+        for i in range(len(batch["region_id"])):
+            shard, rid = int(batch["shard"][i]), str(batch["region_id"][i])
+            if shard in self.done or rid in self.open[shard]:
+                self.stats.duplicates_dropped += 1
+                continue
+            err = str(batch["error"][i])
+            feats = None if err else {t: batch[t][i] for t in self.taps}
+            self.open[shard][rid] = (int(batch["row"][i]), err, feats)
+            new += 1
+            self.stats.t_read += float(batch["t_read"][i])
+            self.stats.t_decode += float(batch["t_decode"][i])
+            self.stats.t_encode += float(batch["t_encode"][i])
+            w = self.stats.workers.setdefault(str(batch["worker"][i]), {"regions": 0, "encode_s": 0.0})
+            w["regions"] += 1
+            w["encode_s"] += float(batch["t_encode"][i])
+            if len(self.open[shard]) == self.expected[shard]:
+                self._flush(shard)
+        self.stats.regions += new
+        return new
+
+    def _flush(self, shard: int) -> None:
+        start = time.perf_counter()
+        items = sorted(self.open.pop(shard).items(), key=lambda kv: kv[1][0])
+        bad = [(row, rid, err) for rid, (row, err, _) in items if err]
+        good = [(row, rid, feats) for rid, (row, err, feats) in items if not err]
+        if bad:
+            rows, ids, reasons = zip(*bad, strict=True)
+            self.stats.bytes_written += write_table(self.froot, errors_table(rows, ids, reasons), errors_name(shard))
+        elif self.froot.exists(errors_name(shard)):  # left by an interrupted run whose inputs have since healed
+            self.froot.fs.rm(self.froot.join(errors_name(shard)))
+        # a shard of only errors keeps its tap columns, with 0 rows and an unknown (empty) shape
+        arrays = {t: np.stack([f[t] for _, _, f in good]) if good else np.zeros((0, 0)) for t in self.taps}
+        table = shard_table(np.asarray([g[0] for g in good], np.int64), [g[1] for g in good], arrays)
+        self.stats.bytes_written += write_table(self.froot, table, part_name(shard))
+        self.done.add(shard)
+        self.stats.t_write += time.perf_counter() - start
+
+    @property
+    def incomplete(self) -> dict[int, int]:
+        """Shards still waiting for regions: shard -> regions received."""
+        return {s: len(v) for s, v in self.open.items() if v}
+
+
+# --- verification -------------------------------------------------------------------------------
+
+
+def verify_feature_set(froot: StorageRoot, region_ids: Sequence[str]) -> tuple[int, int, dict[str, Any]]:
+    """Exactly one row (a feature row or an error row) per manifest region, across every shard.
+
+    Returns ``(feature rows, error rows, tap info)``; raises ``ExtractionError`` naming missing or
+    duplicated regions. Reads only the id columns (and one schema) so it is cheap on any store.
+    """
+    seen: dict[str, int] = defaultdict(int)
+    n_rows = n_err = 0
+    taps: dict[str, Any] = {}
+    for shard in sorted(completed_shards(froot)):
+        table = read_columns(froot, part_name(shard), ["region_id"])
+        for rid in table.column("region_id").to_pylist():
+            seen[rid] += 1
+        n_rows += table.num_rows
+        if table.num_rows and not taps:
+            taps = tap_info(read_schema(froot, part_name(shard)))
+        if froot.exists(errors_name(shard)):
+            for rid in read_columns(froot, errors_name(shard), ["region_id"]).column("region_id").to_pylist():
+                seen[rid] += 1
+                n_err += 1
+    expected = set(region_ids)
+    missing = sorted(expected - set(seen))
+    doubled = sorted(r for r, c in seen.items() if c > 1)
+    unknown = sorted(set(seen) - expected)
+    if missing or doubled or unknown:
+        raise ExtractionError(
+            f"feature set {froot.uri} failed verification: {len(missing)} regions missing {missing[:5]}, "
+            f"{len(doubled)} duplicated {doubled[:5]}, {len(unknown)} not in the manifest {unknown[:5]}"
+        )
+    return n_rows, n_err, taps
+
+
+# --- the entry point -------------------------------------------------------------------------------
+
+
+@dataclass
+class ExtractionResult:
+    """What one extraction did; ``timings`` are seconds summed over all workers (write: the driver)."""
+
+    key: str
+    uri: str
+    status: str  # "ran" | "cached"
+    encoder: str
+    dataset: str
+    dataset_version: str
+    rows: int
+    errors: int
+    regions_encoded: int  # regions computed by this run (0 for a cache hit)
+    shards_total: int = 0
+    shards_kept: int = 0  # complete before this run started (resume)
+    shards_written: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    workers: dict[str, dict[str, float]] = field(default_factory=dict)
+    duplicates_dropped: int = 0
+    device: str = "cpu"
+
+    @property
+    def regions_per_s(self) -> float:
+        return self.regions_encoded / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "regions_per_s": self.regions_per_s}
+
+
+def resolve_spec(encoder: str | EncoderSpec) -> EncoderSpec:
+    if isinstance(encoder, EncoderSpec):
+        return encoder
+    _load_builtin_encoders()
+    return ENCODERS.get(encoder)
+
+
+def key_for(
+    prepared: PreparedDataset, spec: EncoderSpec, weights_digest: str, taps: Sequence[str], precision: str
+) -> str:
+    return feature_key(
+        dataset=prepared.name,
+        dataset_version=prepared.version,
+        encoder=spec.name,
+        weights_digest=weights_digest,
+        input_size=spec.input_size,
+        mean=spec.mean,
+        std=spec.std,
+        interpolation=spec.interpolation,
+        preprocess_version=PREPROCESS_VERSION,
+        precision=precision,
+        taps=taps,
+    )
+
+
+def extract_features(
+    root: StorageRoot,
+    dataset: str,
+    encoder: str | EncoderSpec,
+    *,
+    taps: Sequence[str] = ("cls", "mean"),
+    dataset_version: str | None = None,
+    seed: int = 0,
+    precision: str = "fp32",
+    batch_size: int = 64,
+    min_actors: int = 1,
+    max_actors: int = 2,
+    cpus_per_actor: float | None = None,
+    use_gpu: bool | None = None,
+    threads_per_actor: int | None = None,
+    decode_cpus: float | None = None,
+    images_per_task: int = 8,
+    shard_regions: int = DEFAULT_SHARD_REGIONS,
+    max_error_rate: float = 0.01,
+    worker_env: dict[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    ray_progress: bool = False,
+) -> ExtractionResult:
+    """Extract ``taps`` of ``encoder`` for every region of ``dataset`` into the feature cache.
+
+    A complete key is a cache hit (no Ray, no encoding). Otherwise only the shards without a part
+    file are computed, on the Ray cluster this process is connected to (a local one is started if
+    none is). GPUs are used when the cluster has them (``use_gpu=None``); on CPU-only clusters each
+    actor takes a fraction of a CPU so the decode stage can always run (2-core deadlock, stack notes).
+    ``worker_env`` adds environment variables for the pipeline's workers (for example S3 credentials
+    for a local Ray started before they were set); values are never logged. Raises
+    ``ExtractionError`` if more than ``max_error_rate`` of the regions fail, or verification fails.
+    """
+    start = time.perf_counter()
+    taps = list(dict.fromkeys(taps))
+    if precision not in PRECISIONS:
+        raise SpecError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if not 0.0 <= max_error_rate <= 1.0 or min_actors < 1 or max_actors < min_actors or batch_size < 1:
+        raise SpecError(
+            f"need 0 <= max_error_rate <= 1, 1 <= min_actors <= max_actors, batch_size >= 1 (got "
+            f"{max_error_rate}, {min_actors}, {max_actors}, {batch_size})"
+        )
+    prepared = open_prepared(root, dataset, dataset_version)
+    spec = resolve_spec(encoder)
+    loaded = load_encoder(spec, root=root, device="cpu", seed=seed)
+    loaded.check_taps(taps)
+    digest = loaded.weights_digest
+    del loaded
+    key = key_for(prepared, spec, digest, taps, precision)
+    froot = root.sub(FEATURES, key)
+    base = {"key": key, "uri": froot.uri, "encoder": spec.name, "dataset": prepared.name}
+    base["dataset_version"] = prepared.version
+    if froot.is_complete():
+        info = froot.completion_info()
+        return ExtractionResult(
+            **base, status="cached", rows=info["rows"], errors=info["errors"], regions_encoded=0,
+            shards_total=info.get("shards", 0), shards_kept=info.get("shards", 0),
+            seconds=time.perf_counter() - start,
+        )  # fmt: skip
+
+    manifest_rows = prepared.manifest().select(["region_id", "image_uri", "box"]).to_pylist()
+    if froot.exists(PLAN_FILE):
+        shard_regions = int(froot.read_json(PLAN_FILE)["shard_regions"])
+    else:
+        froot.write_json(
+            {"shard_regions": shard_regions, "encoder": spec.name, "dataset": prepared.name,
+             "dataset_version": prepared.version, "taps": taps, "weights_digest": digest, "precision": precision},
+            PLAN_FILE,
+        )  # fmt: skip
+    shards = plan_shards(manifest_rows, shard_regions)
+    kept = completed_shards(froot)
+    todo = [s for s in shards if s[0].shard not in kept]
+    stats = RunStats()
+    device = "cpu"
+    if todo:
+        device = _run_pipeline(
+            froot, prepared, spec, todo, taps=taps, digest=digest, seed=seed, precision=precision,
+            batch_size=batch_size, min_actors=min_actors, max_actors=max_actors, cpus_per_actor=cpus_per_actor,
+            use_gpu=use_gpu, threads_per_actor=threads_per_actor, decode_cpus=decode_cpus,
+            images_per_task=images_per_task, worker_env=worker_env, progress=progress,
+            ray_progress=ray_progress, stats=stats, root_uri=root.uri,
+        )  # fmt: skip
+
+    t0 = time.perf_counter()
+    n_rows, n_err, tap_info = verify_feature_set(froot, [r["region_id"] for r in manifest_rows])
+    error_parts = [
+        parquet_bytes_to_table(froot.read_bytes(errors_name(s))).to_pylist()
+        for s in sorted(completed_shards(froot))
+        if froot.exists(errors_name(s))
+    ]
+    all_errors = [e for part in error_parts for e in part]
+    write_table(
+        froot,
+        errors_table([e["row"] for e in all_errors], [e["region_id"] for e in all_errors],
+                     [e["reason"] for e in all_errors]),
+        ERRORS_FILE,
+    )  # fmt: skip
+    stats.t_write += time.perf_counter() - t0
+    total = len(manifest_rows)
+    rate = n_err / total if total else 0.0
+    if rate > max_error_rate:
+        sample = "; ".join(f"{e['region_id']}: {e['reason']}" for e in all_errors[:3])
+        raise ExtractionError(
+            f"{n_err} of {total} regions ({rate:.1%}) could not be encoded, above the allowed "
+            f"{max_error_rate:.1%}; see {froot.uri_of(ERRORS_FILE)} (first: {sample})"
+        )
+    if not tap_info:  # every region failed (allowed by the threshold): shapes unknown
+        tap_info = {t: {"shape": [], "dtype": "float32"} for t in taps}
+    size = sum(froot.fs.size(froot.join(name)) for name in froot.listdir() if not name.startswith("."))
+    info = {
+        **base,
+        "weights_digest": digest,
+        "input_size": spec.input_size,
+        "preprocess_version": PREPROCESS_VERSION,
+        "precision": precision,
+        "taps": tap_info,
+        "rows": n_rows,
+        "errors": n_err,
+        "shards": len(shards),
+        "bytes": size,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    froot.mark_complete(info=info)
+    return ExtractionResult(
+        **base, status="ran", rows=n_rows, errors=n_err, regions_encoded=stats.regions,
+        shards_total=len(shards), shards_kept=len(kept), shards_written=len(todo),
+        seconds=time.perf_counter() - start,
+        timings={"read": stats.t_read, "decode": stats.t_decode, "encode": stats.t_encode, "write": stats.t_write},
+        workers={
+            w: {**v, "regions_per_s": v["regions"] / v["encode_s"] if v["encode_s"] else 0.0}
+            for w, v in stats.workers.items()
+        },
+        duplicates_dropped=stats.duplicates_dropped, device=device,
+    )  # fmt: skip
+
+
+def _run_pipeline(
+    froot: StorageRoot,
+    prepared: PreparedDataset,
+    spec: EncoderSpec,
+    todo: list[list[ImageJob]],
+    *,
+    taps: list[str],
+    digest: str,
+    seed: int,
+    precision: str,
+    batch_size: int,
+    min_actors: int,
+    max_actors: int,
+    cpus_per_actor: float | None,
+    use_gpu: bool | None,
+    threads_per_actor: int | None,
+    decode_cpus: float | None,
+    images_per_task: int,
+    worker_env: dict[str, str] | None,
+    progress: ProgressFn | None,
+    ray_progress: bool,
+    stats: RunStats,
+    root_uri: str,
+) -> str:
+    """Run the Ray Data pipeline over the shards in ``todo``; returns the device the actors used."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from partaware.extract.worker import FeatureExtractor
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = ray_progress
+    ctx.print_on_execution_start = ray_progress
+    resources = ray.cluster_resources()
+    total_cpus = float(resources.get("CPU", 1.0))
+    gpu = use_gpu if use_gpu is not None else resources.get("GPU", 0) >= 1
+    share = max(0.25, min(1.0, total_cpus / (max_actors + 1)))
+    actor_cpus = cpus_per_actor if cpus_per_actor is not None else (1.0 if gpu else share)
+    task_cpus = decode_cpus if decode_cpus is not None else share
+    threads = threads_per_actor or (None if gpu else max(1, int(total_cpus // max_actors)))
+    device = "cuda" if gpu else "cpu"
+
+    items = [asdict(job) for shard in todo for job in shard]
+    for it in items:  # Arrow needs one type per column: an absent box becomes an empty list
+        it["boxes"] = [b if b is not None else [] for b in it["boxes"]]
+    expected = {shard[0].shard: sum(len(j.rows) for j in shard) for shard in todo}
+    total = sum(expected.values())
+    endpoint = s3_endpoint()
+    remote_env = {"runtime_env": {"env_vars": dict(worker_env)}} if worker_env else {}
+
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / images_per_task)))
+    ds = ds.map_batches(
+        decode_images,
+        fn_kwargs={
+            "dataset_uri": prepared.uri, "endpoint": endpoint, "size": spec.input_size,
+            "interpolation": spec.interpolation,
+        },
+        batch_size=images_per_task, batch_format="numpy", num_cpus=task_cpus, **remote_env,
+    )  # fmt: skip
+    ds = ds.map_batches(
+        FeatureExtractor,
+        fn_constructor_kwargs={
+            "encoder": spec, "taps": taps, "device": device, "seed": seed, "root_uri": root_uri,
+            "expected_digest": digest, "threads": threads, "precision": precision,
+        },
+        batch_size=batch_size, batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
+        num_cpus=actor_cpus, num_gpus=1 if gpu else 0, **remote_env,
+    )  # fmt: skip
+    writer = ShardWriter(froot, expected, taps, stats)
+    done = 0
+    if progress:
+        progress(0, total)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        done += writer.add(batch)
+        if progress:
+            progress(done, total)
+    if writer.incomplete:
+        raise ExtractionError(f"the pipeline ended with incomplete shards (shard: regions got) {writer.incomplete}")
+    return device

@@ -1,0 +1,308 @@
+"""Extraction on a real local Ray: local and s3:// roots, cache hits, bad input, a killed actor, a killed driver.
+
+Encoders are real timm ViTs with explicitly random weights at small input sizes (no downloads). The
+reference features are computed in this process with PIL + numpy + the same encoder, independently of
+the pipeline's crop code. Tolerance: fp32 taps within 1e-4 (abs) + 1e-4 (rel) (batch composition and
+thread count change float summation order); fp16 patch maps within fp16 rounding (1e-3 abs + 1e-3 rel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from partaware.datasets import prepare_dataset
+from partaware.datasets.store import DatasetBuild
+from partaware.encoders.base import EncoderSpec, WeightsSource
+from partaware.encoders.loading import load_encoder
+from partaware.extract.features import (
+    FEATURES,
+    ExtractionError,
+    completed_shards,
+    list_features,
+    part_name,
+    read_features,
+)
+from partaware.extract.pipeline import extract_features
+from partaware.storage import StorageRoot
+
+pytestmark = pytest.mark.ray
+
+TINY = EncoderSpec(
+    name="test/vit_tiny_rand",
+    family="supervised",
+    zoo="test",
+    arch="vit_tiny_patch16_224",
+    arch_kwargs={"img_size": 64},
+    input_size=64,
+    weights=WeightsSource(kind="random"),
+)
+# slower (ViT-S at 128 px) so a run lasts long enough to be interrupted part-way
+SLOW = EncoderSpec(
+    name="test/vit_small_rand_128",
+    family="supervised",
+    zoo="test",
+    arch="vit_small_patch16_224",
+    arch_kwargs={"img_size": 128},
+    input_size=128,
+    weights=WeightsSource(kind="random"),
+)
+SYNTH = {"size": 24, "image_size": 64}
+TAPS = ["cls", "mean", "patch:4"]
+PLATFORM = str(Path(__file__).resolve().parents[1] / "platform")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _register_test_encoders():
+    from partaware.encoders.registry import ENCODERS, register_encoder
+
+    for spec in (TINY, SLOW):
+        if spec.name not in ENCODERS:
+            register_encoder(spec)
+
+
+def reference_features(root: StorageRoot, spec: EncoderSpec, taps: list[str], seed: int = 0) -> dict:
+    """The paper code's way, in one process: PIL crop (black outside), resize, ToTensor, Normalize, encode."""
+    from partaware.datasets.store import open_prepared
+
+    prepared = open_prepared(root, "synthetic")
+    rows = prepared.manifest().to_pylist()
+    size = spec.input_size
+    batch = []
+    for r in rows:
+        with root.fs.open(f"{prepared.root.path}/{r['image_uri']}", "rb") as f:
+            img = Image.open(f).convert("RGB")
+        box = tuple(int(round(v)) for v in r["box"])
+        crop = img.crop(box).resize((size, size), Image.Resampling.BICUBIC)
+        x = (np.asarray(crop, np.float32) / 255.0 - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+        batch.append(x.transpose(2, 0, 1))
+    encoder = load_encoder(spec, device="cpu", seed=seed)
+    out = encoder.encode(torch.from_numpy(np.stack(batch)), taps)
+    return {"region_ids": [r["region_id"] for r in rows], **{t: v.numpy() for t, v in out.items()}}
+
+
+def assert_matches_reference(fs, ref):
+    assert list(fs.region_ids) == ref["region_ids"]
+    for tap in ("cls", "mean"):
+        np.testing.assert_allclose(fs.features[tap], ref[tap], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fs.features["patch:4"].astype(np.float32), ref["patch:4"], rtol=1e-3, atol=1e-3)
+
+
+def test_local_extraction_matches_a_single_process_reference_and_then_hits_the_cache(ray_local, store):
+    prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
+    n = prepared.info["rows"]
+    result = extract_features(store, "synthetic", "test/vit_tiny_rand", taps=TAPS, shard_regions=40, batch_size=16)
+    assert result.status == "ran" and result.rows == n and result.errors == 0 and result.regions_encoded == n
+    assert result.shards_written == result.shards_total > 1 and result.duplicates_dropped == 0
+    assert set(result.timings) == {"read", "decode", "encode", "write"} and result.timings["encode"] > 0
+    assert sum(w["regions"] for w in result.workers.values()) == n
+
+    fs = read_features(store, result.key)
+    assert len(fs) == n and len(set(fs.region_ids)) == n
+    assert fs.features["cls"].shape == (n, 192) and fs.features["patch:4"].shape == (n, 192, 4, 4)
+    assert fs.info["taps"]["patch:4"] == {"shape": [192, 4, 4], "dtype": "float16"}
+    assert_matches_reference(fs, reference_features(store, TINY, TAPS))
+
+    froot = store.sub(FEATURES, result.key)
+    mtimes = {name: os.path.getmtime(froot.join(name)) for name in froot.listdir()}
+    again = extract_features(store, "synthetic", TINY, taps=list(reversed(TAPS)))
+    assert again.status == "cached" and again.key == result.key and again.regions_encoded == 0
+    assert {name: os.path.getmtime(froot.join(name)) for name in froot.listdir()} == mtimes
+    [info] = list_features(store)
+    assert (info.key, info.encoder, info.dataset, info.rows) == (result.key, TINY.name, "synthetic", n)
+    assert info.bytes > 0
+
+
+@pytest.mark.s3
+def test_extraction_reads_and_writes_s3_and_gives_the_same_features_as_local(s3_bucket, ray_local, store):
+    s3 = StorageRoot.open(f"s3://{s3_bucket}/store")
+    prepared, _ = prepare_dataset(s3, "synthetic", options=SYNTH)
+    local_prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
+    assert prepared.version == local_prepared.version  # same content, same version
+    creds = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    result = extract_features(s3, "synthetic", TINY, taps=TAPS, shard_regions=64, worker_env=creds)
+    assert result.uri.startswith(f"s3://{s3_bucket}/store/features/") and result.rows == prepared.info["rows"]
+    assert s3.is_complete(FEATURES, result.key)
+    fs = read_features(s3, result.key)
+    assert_matches_reference(fs, reference_features(store, TINY, TAPS))
+    again = extract_features(s3, "synthetic", TINY, taps=TAPS, worker_env=creds)
+    assert again.status == "cached" and again.regions_encoded == 0
+
+
+def _broken_dataset(root: StorageRoot) -> None:
+    """Two images: a good one (three regions, one fully outside it) and an undecodable one."""
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    common = {"width": 48, "height": 48, "split": "train", "level": "object", "label": "x", "label_id": 0}
+    rows = [
+        {**common, "region_id": "good/whole", "image_id": "good", "image_uri": "images/good.png", "box": None},
+        {
+            **common,
+            "region_id": "good/edge",
+            "image_id": "good",
+            "image_uri": "images/good.png",
+            "box": [40, 40, 60, 60],
+        },
+        {
+            **common,
+            "region_id": "good/away",
+            "image_id": "good",
+            "image_uri": "images/good.png",
+            "box": [90, 90, 99, 99],
+        },
+        {**common, "region_id": "bad/whole", "image_id": "bad", "image_uri": "images/bad.jpg", "box": None},
+    ]
+    rows = [{**r, "sample_rule": "object-box"} for r in rows]
+    with DatasetBuild(root, "broken", {"v": 1}) as build:
+        build.add_file("images/good.png", buf.getvalue())
+        build.add_file("images/bad.jpg", b"\xff\xd8 this is not really a jpeg")
+        build.publish(rows)
+
+
+def test_bad_regions_go_to_the_errors_table_and_the_rate_threshold_decides(ray_local, store):
+    _broken_dataset(store)
+    with pytest.raises(ExtractionError, match=r"2 of 4 regions \(50.0%\)"):
+        extract_features(store, "broken", TINY, taps=["cls"], max_error_rate=0.25)
+    # nothing is published, but the good work is kept: raising the threshold finishes without encoding
+    result = extract_features(store, "broken", TINY, taps=["cls"], max_error_rate=0.5)
+    assert result.status == "ran" and result.regions_encoded == 0 and (result.rows, result.errors) == (2, 2)
+    fs = read_features(store, result.key)
+    assert list(fs.region_ids) == ["good/whole", "good/edge"]
+    reasons = {e["region_id"]: e["reason"] for e in fs.errors}
+    assert set(reasons) == {"good/away", "bad/whole"}
+    assert "out-of-bounds" in reasons["good/away"] and "images/good.png" in reasons["good/away"]
+    assert "undecodable image" in reasons["bad/whole"] and "images/bad.jpg" in reasons["bad/whole"]
+
+
+def _actor_pids() -> list[int]:
+    """This session's encoder actors: descendants of this process whose title names FeatureExtractor (Linux /proc)."""
+    parents: dict[int, int] = {}
+    titles: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            titles[int(entry)] = (
+                Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return [pid for pid, title in titles.items() if "FeatureExtractor" in title and ours(pid)]
+
+
+def test_killing_an_actor_mid_run_still_gives_exactly_one_row_per_region(ray_local, store):
+    prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
+    manifest_ids = prepared.manifest().column("region_id").to_pylist()
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def chaos():
+        # wait until the pipeline has written its first shard, then SIGKILL the encoder actor
+        while not stop.is_set():
+            features = store.sub(FEATURES)
+            keys = features.listdir()
+            if keys and completed_shards(features.sub(keys[0])):
+                for pid in _actor_pids()[:1]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                if killed:
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=chaos, daemon=True)
+    thread.start()
+    try:
+        result = extract_features(
+            store, "synthetic", SLOW, taps=["cls"], shard_regions=16, batch_size=8, min_actors=1, max_actors=1
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert killed, "the chaos thread never found an actor to kill (run finished first?)"
+    assert len(result.workers) >= 2, f"a replacement actor should have finished the run: {result.workers}"
+    fs = read_features(store, result.key)
+    assert sorted(fs.region_ids) == sorted(manifest_ids) and len(fs) == len(manifest_ids)
+
+
+DRIVER = """
+import json, os, sys
+import ray
+from partaware.encoders.base import EncoderSpec
+from partaware.extract.pipeline import extract_features
+from partaware.storage import StorageRoot
+ray.init(address=os.environ["TEST_RAY_ADDRESS"], log_to_driver=False, configure_logging=False)
+spec = EncoderSpec.model_validate_json(sys.argv[2])
+extract_features(StorageRoot.open(sys.argv[1]), "synthetic", spec, taps=["cls"], shard_regions=16, batch_size=8,
+                 min_actors=1, max_actors=1)
+print("finished", flush=True)
+"""
+
+
+def test_a_killed_driver_resumes_and_computes_only_the_remainder(ray_local, store, tmp_path):
+    prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
+    total = prepared.info["rows"]
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": PLATFORM, "TEST_RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), store.uri, SLOW.model_dump_json()],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 240
+    froot = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        keys = store.listdir(FEATURES)
+        if keys:
+            froot = store.sub(FEATURES, keys[0])
+            if len(completed_shards(froot)) >= 2:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"driver ended before it could be killed: {proc.communicate()[0][-2000:]!r}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert froot is not None and not froot.is_complete()
+    kept = completed_shards(froot)
+    kept_rows = sum(len(read_features_rows(froot, s)) for s in kept)
+    mtimes = {s: os.path.getmtime(froot.join(part_name(s))) for s in kept}
+    assert 0 < kept_rows < total
+
+    result = extract_features(store, "synthetic", SLOW, taps=["cls"], min_actors=1, max_actors=1)
+    assert result.status == "ran" and result.shards_kept == len(kept)
+    assert result.regions_encoded == total - kept_rows  # only the remainder was computed
+    assert {s: os.path.getmtime(froot.join(part_name(s))) for s in kept} == mtimes
+    fs = read_features(store, result.key)
+    assert sorted(fs.region_ids) == sorted(prepared.manifest().column("region_id").to_pylist())
+    assert json.loads(json.dumps(result.to_dict()))["rows"] == total
+
+
+def read_features_rows(froot: StorageRoot, shard: int) -> list[str]:
+    from partaware.extract.features import read_columns
+
+    return read_columns(froot, part_name(shard), ["region_id"]).column("region_id").to_pylist()

@@ -1,0 +1,314 @@
+"""Reports built from fabricated result records with known numbers (tests/report_data.py).
+
+The tables must show those numbers, the verdict must rank them, the paper's claims must flip when the numbers
+flip, every figure must be a valid PNG, and the HTML must render in a real headless Chromium.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from partaware.errors import SpecError, StorageError, UnknownNameError
+from partaware.report.build import build_report, report_data
+from partaware.report.claims import FAILS, HOLDS, NA, check_claims
+from partaware.report.markdown import render_markdown
+from partaware.report.paper import PAPER_REFERENCE, PaperMapping
+from partaware.report.records import aggregate
+from partaware.report.tables import build_tables
+from partaware.report.verdict import compute_verdict
+from report_data import (
+    PAPER_IDS,
+    paper_records,
+    pixel_std,
+    record,
+    render_in_chromium,
+    synthetic_records,
+    write_run,
+)
+
+
+def _md_row(md: str, first_cells: str, *, after: str = "") -> list[str]:
+    """Cells of the first Markdown table row starting with ``first_cells`` (after the line ``after``)."""
+    lines = md.splitlines()
+    start = lines.index(after) if after else 0
+    for line in lines[start:]:
+        if line.startswith(f"| {first_cells} |"):
+            return [c.strip().strip("*") for c in line.strip("|").split("|")]
+    raise AssertionError(f"no row starting {first_cells!r}")
+
+
+# --- tables ----------------------------------------------------------------------------------------------------
+
+
+def test_tables_show_the_recorded_numbers():
+    tables = {t.id: t for t in build_tables(aggregate(synthetic_records()))}
+    assert set(tables) == {"object-probing", "part-retrieval", "part-classification"}
+    obj = tables["object-probing"]
+    (col,) = obj.columns
+    assert [obj.cell(enc, col).text() for enc, _ in obj.rows] == ["90.0", "80.0", "50.0"]
+    assert [enc for enc, _ in obj.rows] == ["tiny_sup", "tiny_cl", "tiny_mim"]  # supervised, CL, MIM order
+    md = render_markdown(report_data("quick", "mem://quick", synthetic_records()))
+    assert _md_row(md, "tiny_mim | MIM", after="### Part retrieval (paper Table 3, left)")[2] == "45.0"
+    assert _md_row(md, "tiny_mim | MIM", after="### Part classification (paper Table 3, right)")[2] == "75.0"
+    assert "Against the paper" not in md  # test-zoo encoders on synthetic data: no paper section
+
+
+def test_mean_and_std_over_seeds_whether_one_record_per_seed_or_pre_aggregated():
+    per_seed = paper_records(seeds=(0, 1), with_trials=False)
+    table = next(t for t in build_tables(aggregate(per_seed)) if t.id == "object-probing")
+    col = next(c for c in table.columns if c.task == "linear")
+    cell = table.cell(PAPER_IDS["deit"], col)
+    assert cell.value == pytest.approx(81.8) and cell.std == pytest.approx(0.2828, abs=1e-3)
+    assert cell.text() == "81.8 ± 0.3"
+    single = record(PAPER_IDS["deit"], "supervised", "imagenet", "object", "linear", "cls", "top1", 81.8)
+    single = single.model_copy(update={"std": 0.2828, "seeds": [0, 1]})
+    table2 = next(t for t in build_tables(aggregate([single])) if t.id == "object-probing")
+    assert table2.cell(PAPER_IDS["deit"], col).text() == "81.8 ± 0.3"
+
+
+def test_segmentation_tables_show_miou_macc_aacc():
+    table = next(
+        t for t in build_tables(aggregate(paper_records(seeds=(0,), with_trials=False))) if t.id == "part-segmentation"
+    )
+    lip = [c for c in table.columns if c.dataset == "lip"]
+    assert [c.metric for c in lip] == ["miou", "macc", "aacc"]
+    assert [table.cell(PAPER_IDS["ibot"], c).value for c in lip] == [44.6, 55.7, 76.6]
+
+
+# --- verdict ---------------------------------------------------------------------------------------------------
+
+
+def test_verdict_ranks_and_leaning_follow_the_numbers():
+    v = {x.encoder: x for x in compute_verdict(aggregate(synthetic_records()))}
+    # object: sup 90 > cl 80 > mim 50; part = mean(linear, retrieval): mim 60 > cl 55 > sup 45
+    assert (v["tiny_sup"].object_rank, v["tiny_cl"].object_rank, v["tiny_mim"].object_rank) == (1, 2, 3)
+    assert (v["tiny_mim"].part_rank, v["tiny_cl"].part_rank, v["tiny_sup"].part_rank) == (1, 2, 3)
+    assert v["tiny_mim"].part_score == pytest.approx(60.0)
+    assert v["tiny_sup"].leaning == "object-aware" and v["tiny_mim"].leaning == "part-aware"
+    assert v["tiny_cl"].leaning == "balanced" and v["tiny_sup"].gap == pytest.approx(-45.0)
+    # flip one number: the supervised encoder becomes the best part encoder
+    flipped = synthetic_records(
+        numbers={
+            "tiny_sup": ("supervised", 90.0, 95.0, 30.0),
+            "tiny_cl": ("contrastive", 80.0, 70.0, 40.0),
+            "tiny_mim": ("mim", 50.0, 75.0, 45.0),
+        }
+    )
+    v2 = {x.encoder: x for x in compute_verdict(aggregate(flipped))}
+    assert v2["tiny_sup"].part_rank == 1 and v2["tiny_sup"].leaning == "balanced"
+    assert v2["tiny_mim"].part_rank == 2
+    md = render_markdown(report_data("flip", "mem://flip", flipped))
+    assert "best at part level: **tiny_sup**" in md
+
+
+def test_verdict_uses_only_probes_every_encoder_ran_and_ignores_projected_features():
+    recs = synthetic_records()
+    recs.append(record("tiny_cl", "contrastive", "synthetic", "part", "retrieval", "proj", "ap", 1.0, zoo="test"))
+    recs.append(record("tiny_cl", "contrastive", "other", "part", "linear", "cls", "top1", 0.0, zoo="test"))
+    v = {x.encoder: x for x in compute_verdict(aggregate(recs))}
+    assert v["tiny_cl"].part_score == pytest.approx(55.0) and v["tiny_cl"].n_part == 2
+
+
+# --- the paper -------------------------------------------------------------------------------------------------
+
+EXPECTED_ON_PAPER_NUMBERS = {f"C{i}": HOLDS for i in range(1, 12)} | {"C6": FAILS, "C9": FAILS}
+
+
+def test_claims_on_the_papers_own_numbers_read_as_the_paper_does():
+    got = {c.id: c.status for c in check_claims(PAPER_REFERENCE)}
+    assert got == EXPECTED_ON_PAPER_NUMBERS  # C6: CAE beats iBOT on CUB; C9: MAE 92.8 vs DeiT 92.9 (CUB attentive)
+    c6 = next(c for c in check_claims(PAPER_REFERENCE) if c.id == "C6")
+    assert "iBOT 49.3 vs best other CAE 58.0" in c6.detail
+
+
+def test_claims_are_computed_from_the_run_and_flip_with_its_numbers():
+    data = report_data("paper", "mem://paper", paper_records(with_trials=False))
+    assert {c.id: c.status for c in data.claims} == EXPECTED_ON_PAPER_NUMBERS
+    flipped = paper_records(with_trials=False, changes={("deit", "in1k_linear"): 60.0, ("ibot", "cub_ret_enc"): 60.0})
+    got = {c.id: c.status for c in report_data("flip", "mem://flip", flipped).claims}
+    assert got["C1"] == FAILS  # DeiT no longer tops linear probing
+    assert got["C6"] == HOLDS  # iBOT now best on CUB as well
+    md = render_markdown(report_data("flip", "mem://flip", flipped))
+    assert _md_row(md, "C6")[2] == HOLDS and _md_row(md, "C1")[2] == FAILS
+
+
+def test_claims_without_their_numbers_are_not_applicable():
+    assert {c.status for c in check_claims({})} == {NA}
+    only_t1 = {k: {c: v for c, v in cols.items() if c.startswith("in1k")} for k, cols in PAPER_REFERENCE.items()}
+    got = {c.id: c.status for c in check_claims(only_t1)}
+    assert got["C2"] == HOLDS and got["C10"] == NA and got["C5"] == NA
+    assert report_data("q", "mem://q", synthetic_records()).claims is None
+
+
+def test_paper_reference_column_and_difference():
+    changed = paper_records(with_trials=False, changes={("cae", "cub_ret_enc"): 55.0})
+    rows = {(r.paper_key, r.column): r for r in report_data("p", "mem://p", changed).paper_rows}
+    row = rows[("cae", "cub_ret_enc")]
+    assert (row.ours, row.paper, row.delta) == (pytest.approx(55.0), 58.0, pytest.approx(-3.0))
+    assert row.encoder == PAPER_IDS["cae"]
+
+
+def test_paper_mapping_by_family_and_alias_and_explicitly():
+    m = PaperMapping()
+    assert m.paper_key("vit_base_patch16_224.dino", "contrastive", "paper") == "dino"
+    assert m.paper_key("dinov2_vitb14", "contrastive", "paper") is None  # a different model
+    assert m.paper_key("vit_base_patch16_224.dino", "contrastive", "modern") is None  # not the paper zoo
+    assert m.paper_key("vit_base_patch16_224.mae", "contrastive", "paper") is None  # family must agree
+    assert PaperMapping(explicit={"my_enc": "cae"}).paper_key("my_enc", "mim", "custom") == "cae"
+    with pytest.raises(UnknownNameError, match="ibot"):
+        PaperMapping(explicit={"x": "simclr"})
+
+
+# --- files, figures, HTML --------------------------------------------------------------------------------------
+
+
+def _assert_png(data: bytes) -> None:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    img = Image.open(io.BytesIO(data))
+    img.verify()
+    assert min(Image.open(io.BytesIO(data)).size) > 100
+
+
+def test_build_report_writes_every_file_and_valid_figures(store):
+    recs = synthetic_records()
+    run = write_run(store, "quick-1", recs)
+    paths = build_report(run, formats=["all"])
+    assert {"md", "html", "csv", "figures"} <= set(paths)
+    figures = run.listdir("figures")
+    assert {"object_vs_part.png", "family_bars.png", "same_images.png"} <= set(figures)
+    assert sum(f.startswith("search_") for f in figures) == 6  # 3 encoders x 2 searched probes
+    for name in figures:
+        _assert_png(run.read_bytes("figures", name))
+    md = run.read_bytes("report.md").decode()
+    for ref in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert run.exists(ref), ref
+    rows = list(csv.DictReader(io.StringIO(run.read_bytes("results.csv").decode())))
+    assert len(rows) == len(recs) and {r["encoder"] for r in rows} == {"tiny_sup", "tiny_cl", "tiny_mim"}
+    assert "ray resources" in md and "CPU" in md  # provenance from the run folder
+
+
+def test_search_section_lists_space_trials_and_stopped_trials(store):
+    run = write_run(store, "quick-2", synthetic_records())
+    build_report(run, formats=["md"])
+    md = run.read_bytes("report.md").decode()
+    row = _md_row(md, "tiny_cl | object | linear")
+    assert row[5].startswith("lr: loguniform[0.0001, 0.03]") and row[6:8] == ["6", "2"]
+    assert row[8] == "lr=0.003, weight_decay=0.0001" and row[9] == "80.0"
+
+
+def test_html_is_self_contained_and_renders_in_headless_chromium(store, tmp_path):
+    run = write_run(
+        store, "paper-1", paper_records(seeds=(0, 1), with_trials=False) + synthetic_records(run_id="paper-1")[:2]
+    )
+    build_report(run, formats=["html"])
+    html_path = tmp_path / "report.html"
+    html_path.write_bytes(run.read_bytes("report.html"))
+    text = html_path.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched from the network
+    assert text.count("data:image/png;base64,") >= 2
+    dom, console_errors, shot = render_in_chromium(html_path, tmp_path)
+    assert console_errors == []
+    assert "Verdict: object-aware or part-aware?" in dom and "The paper's claims" in dom
+    assert PAPER_IDS["ibot"] in dom and "does not hold" in dom
+    assert pixel_std(shot) > 10  # a rendered page, not a blank one
+
+
+def test_compare_two_runs_side_by_side(store):
+    a = write_run(store, "base", synthetic_records(run_id="base"))
+    newcomer = {"tiny_new": ("contrastive", 70.0, 90.0, 50.0)}
+    b = write_run(store, "new", synthetic_records(run_id="new", numbers=newcomer))
+    build_report(a, formats=["md"], compare_root=b)
+    md = a.read_bytes("report.md").decode()
+    assert "## Comparison: base vs new" in md
+    joint = _md_row(md, "tiny_new | CL")
+    assert joint[5] == "1"  # the newcomer ranks first on parts among all four encoders
+    row = _md_row(md, "tiny_sup | object", after="## Comparison: base vs new")
+    assert row[3] == "90.0" and row[4] == "–"
+
+
+def test_bad_input_gives_clear_errors(store):
+    with pytest.raises(StorageError, match="no results.parquet"):
+        build_report(store.sub("runs", "empty"), formats=["md"])
+    run = write_run(store, "r", synthetic_records())
+    with pytest.raises(SpecError, match="not one of terminal, md, html, csv, all"):
+        build_report(run, formats=["pdf"])
+
+
+def test_cli_report_and_report_stage(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from partaware.cli import app
+    from partaware.driver import RunContext
+    from partaware.report.stage import stage_report
+    from partaware.spec import parse_spec
+
+    write_run(store, "cli-run", synthetic_records())
+    res = CliRunner().invoke(app, ["report", "cli-run", "--format", "md,terminal", "--storage", store.uri])
+    assert res.exit_code == 0, res.output
+    assert "tiny_mim" in res.output and "part-aware" in res.output
+    assert store.exists("runs", "cli-run", "report.md") and not store.exists("runs", "cli-run", "report.html")
+    res = CliRunner().invoke(app, ["report", "nope", "--storage", store.uri])
+    assert isinstance(res.exception, StorageError) and "cli-run" in str(res.exception)
+    spec = parse_spec({"name": "t", "datasets": [{"name": "synthetic"}], "encoders": ["family:mim"]})
+    result = stage_report(RunContext(spec=spec, root=store, run_id="cli-run"))
+    assert result.status == "ran" and store.exists("runs", "cli-run", "report.html")
+    assert stage_report(RunContext(spec=spec, root=store, run_id="no-results")).status == "skipped"
+
+
+def test_stopped_early_trials_and_runs_without_searches_or_levels(store):
+    from partaware.report.figures import search_plot, stopped_early
+
+    assert stopped_early({"iterations": 4}, 20) and not stopped_early({"iterations": 20}, 20)
+    assert stopped_early({"iterations": 20, "stopped_early": True}, 20)
+    plain = record("e", "mim", "synthetic", "part", "retrieval", "mean", "ap", 40.0, zoo="test")
+    assert search_plot(plain) is None  # retrieval has no search: no figure, no section
+    run = write_run(store, "one-level", [plain])
+    build_report(run, formats=["md", "html", "csv"])
+    md = run.read_bytes("report.md").decode()
+    assert "## Hyperparameter searches" not in md and _md_row(md, "MIM | e")[4] == "40.0"
+    empty = write_run(store, "empty", [])
+    build_report(empty, formats=["md", "html"])
+    assert "No results." in empty.read_bytes("report.md").decode()
+
+
+def test_the_chromium_check_does_catch_console_errors(tmp_path):
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><html><body><p>x</p><script>undefined_function()</script></body></html>")
+    _, console_errors, _ = render_in_chromium(page, tmp_path, height=200)
+    assert any("undefined_function" in line for line in console_errors)
+
+
+def test_same_images_pairs_for_figure_6():
+    from partaware.report.verdict import same_image_pairs
+
+    (pair,) = same_image_pairs(aggregate(synthetic_records()))  # synthetic: linear probe at both levels
+    assert pair.label == "synthetic · linear · cls · top1"
+    assert pair.values == {"tiny_sup": (90.0, 60.0), "tiny_cl": (80.0, 70.0), "tiny_mim": (50.0, 75.0)}
+    seg = [
+        record("e1", "mim", "Pascal-Object", "object", "segmentation", "patch:4+6+8+12", "miou", 40.0),
+        record("e1", "mim", "pascal-part", "part", "segmentation", "patch:4+6+8+12", "miou", 25.0),
+        record("e1", "mim", "lip", "part", "segmentation", "patch:4+6+8+12", "miou", 30.0),
+    ]
+    (pair,) = same_image_pairs(seg)
+    assert pair.label.startswith("Pascal-Object / pascal-part") and pair.values == {"e1": (40.0, 25.0)}
+    md = render_markdown(report_data("s", "mem://s", synthetic_records()))
+    assert _md_row(md, "tiny_mim", after="### Same images, object vs part granularity (paper Figure 6)")[1] == (
+        "50.0 / 75.0 (+25.0)"
+    )
+
+
+@pytest.mark.s3
+def test_report_of_a_run_on_object_storage(s3_bucket):
+    from partaware.storage import StorageRoot
+
+    root = StorageRoot.open(f"s3://{s3_bucket}/store")
+    run = write_run(root, "s3-run", synthetic_records(run_id="s3-run"))
+    paths = build_report(run, formats=["md", "html", "csv"])
+    assert paths["html"].startswith(f"{s3_bucket}/store/runs/s3-run/")
+    assert run.exists("report.html") and run.exists("figures", "object_vs_part.png")
+    assert "tiny_mim" in run.read_bytes("report.md").decode()
