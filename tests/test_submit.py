@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,11 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _submit_specs import write_spec
 from partaware.cluster import ClusterError, check_reachable, driver_entrypoint, job_runtime_env, package_dir
 from partaware.driver import run_job
 from partaware.errors import SpecError, UnknownNameError
 from partaware.runs import find_resumable, list_runs, read_run
 from partaware.spec import load_spec
+from partaware.stages import STAGES, stage_prepare
 from partaware.storage import StorageRoot
 
 PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
@@ -37,12 +40,15 @@ def partctl(*args, timeout=300, env=None):
     return subprocess.run([PARTCTL, *args], capture_output=True, text=True, env=merged, timeout=timeout)
 
 
-def write_spec(tmp_path: Path, name: str = "tiny", size: int = 12) -> Path:
-    spec = tmp_path / f"{name}.yaml"
-    spec.write_text(
-        yaml.safe_dump({"name": name, "datasets": [{"name": "synthetic", "options": {"size": size, "image_size": 64}}]})
-    )
-    return spec
+@pytest.fixture
+def prepare_only(monkeypatch):
+    """The driver's mechanics with just the prepare stage (no encoder work): the driver runs whatever STAGES holds."""
+    import partaware.stages as stages
+
+    monkeypatch.setattr(stages, "STAGES", [("prepare", stage_prepare)])
+
+
+STAGE_NAMES = [name for name, _ in STAGES]
 
 
 def run_dirs(store: Path) -> list[Path]:
@@ -59,13 +65,18 @@ def test_embedded_submit_runs_to_the_end_and_a_second_submit_is_cached(tmp_path)
     state = json.loads((run / "state.json").read_text())
     assert state["state"] == "succeeded" and state["datasets"] == ["synthetic"] and state["ray_address"]
     summary = json.loads((run / "summary.json").read_text())
-    assert [s["name"] for s in summary["stages"]] == ["prepare"] and summary["stages"][0]["status"] == "ran"
+    assert [s["name"] for s in summary["stages"]] == STAGE_NAMES  # every stage of this version, in order
+    statuses = {s["name"]: s["status"] for s in summary["stages"]}
+    assert statuses["prepare"] == "ran" and statuses.get("extract", "ran") == "ran"
     assert (run / "_SUCCESS").exists() and (run / "spec.yaml").exists() and (run / "stages" / "prepare.json").exists()
     assert "stage prepare: ran" in (run / "driver.log").read_text()
+    assert "done in " in first.stderr and "report: " in first.stderr
 
     second = partctl("submit", str(spec), "--storage", str(store))
     assert second.returncode == 0, second.stderr
     assert "cached prepare" in second.stderr and "ran nothing" in second.stderr
+    if "extract" in STAGE_NAMES:
+        assert "cached extract" in second.stderr
     assert len(run_dirs(store)) == 2  # a finished run is never resumed: a new run, whose stages are cached
 
     listed = partctl("runs", "--storage", str(store))
@@ -94,7 +105,9 @@ def _wait_for_stage(store: Path, stage: str, proc: subprocess.Popen, timeout: fl
 
 @pytest.mark.ray
 def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp_path):
-    spec, store = write_spec(tmp_path, "slow", size=2500), tmp_path / "store"
+    """Interrupted in its last working stage, the run resumes there: finished stages are not run again."""
+    spec, store = write_spec(tmp_path, "slow"), tmp_path / "store"
+    last_working = [n for n in STAGE_NAMES if n != "report"][-1]
     proc = subprocess.Popen(
         [PARTCTL, "submit", str(spec), "--storage", str(store)],
         stdout=subprocess.PIPE,
@@ -102,19 +115,24 @@ def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp
         text=True,
         env=ENV,
     )
-    run = _wait_for_stage(store, "prepare", proc)
-    time.sleep(0.5)
+    run = _wait_for_stage(store, last_working, proc)
     stop = partctl("stop", run.name, "--storage", str(store))  # = Ctrl-C: SIGINT to the driver on this host
     assert stop.returncode == 0 and f"asked run {run.name} (pid {proc.pid}) to stop" in stop.stderr
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"run {run.name} is resumable" in err
     state = json.loads((run / "state.json").read_text())
-    assert state["state"] == "interrupted" and not (run / "_SUCCESS").exists()
+    assert state["state"] == "interrupted" and state["stage"] == last_working and not (run / "_SUCCESS").exists()
+    finished = sorted(p.stem for p in (run / "stages").iterdir())
+    assert last_working not in finished and "prepare" in finished
 
     again = partctl("submit", str(spec), "--storage", str(store))
     assert again.returncode == 0, again.stderr
     assert f"resuming run {run.name}" in again.stderr
+    for name in finished:  # restored from their records, not run again
+        assert re.search(rf"cached {name} 0\.0s finished in an earlier attempt", again.stderr), again.stderr
+        assert f"> {name} ..." not in again.stderr
+    assert f"> {last_working} ..." in again.stderr
     assert run_dirs(store) == [run]  # the same run, finished
     assert json.loads((run / "state.json").read_text())["state"] == "succeeded" and (run / "_SUCCESS").exists()
 
@@ -151,7 +169,7 @@ def test_a_resumed_run_does_not_recompute_its_finished_stages(tmp_path, monkeypa
     assert read_run(root, run_id)["state"] == "succeeded" and find_resumable(root, spec) is None
 
 
-def test_a_killed_driver_reads_lost_and_is_resumed(tmp_path):
+def test_a_killed_driver_reads_lost_and_is_resumed(prepare_only, tmp_path):
     """SIGKILL leaves state.json saying "running" with a dead pid: read as lost, picked for resume."""
     spec = load_spec(write_spec(tmp_path))
     store = str(tmp_path / "store")
@@ -168,7 +186,7 @@ def test_a_killed_driver_reads_lost_and_is_resumed(tmp_path):
     assert [r.status for r in results] == ["cached"]
 
 
-def test_resuming_with_another_spec_is_refused(tmp_path):
+def test_resuming_with_another_spec_is_refused(prepare_only, tmp_path):
     store = str(tmp_path / "store")
     run_job(load_spec(write_spec(tmp_path)), storage=store, run_id="tiny-a")
     other = load_spec(write_spec(tmp_path, size=13))
@@ -178,7 +196,7 @@ def test_resuming_with_another_spec_is_refused(tmp_path):
     assert [r["run_id"] for r in list_runs(StorageRoot.open(store))] == ["tiny-a"]
 
 
-def test_unknown_run_ids_list_the_known_ones(tmp_path):
+def test_unknown_run_ids_list_the_known_ones(prepare_only, tmp_path):
     spec, store = write_spec(tmp_path), tmp_path / "store"
     run_job(load_spec(spec), storage=str(store), run_id="tiny-known")
     with pytest.raises(UnknownNameError, match="tiny-known"):
@@ -271,7 +289,7 @@ def test_cluster_commands_say_what_is_missing(tmp_path):
 
 
 @pytest.mark.s3
-def test_run_records_live_on_object_storage(s3_bucket, tmp_path):
+def test_run_records_live_on_object_storage(prepare_only, s3_bucket, tmp_path):
     """A run on an S3 root: records written over HTTP to moto, read back, resumed by id."""
     store = f"s3://{s3_bucket}/pa"
     spec = load_spec(write_spec(tmp_path, "s3run", size=8))
@@ -296,7 +314,9 @@ def test_the_driver_runs_on_a_ray_already_started_in_process(ray_local, tmp_path
         run_id, results = run_job(load_spec(write_spec(tmp_path)), storage=str(tmp_path / "s"), ray_address=address)
     assert ray_local.is_initialized() and address == ray_local.get_runtime_context().gcs_address
     assert read_run(StorageRoot.open(str(tmp_path / "s")), run_id)["ray_address"] == address
-    assert [r.name for r in results] == ["prepare"]
+    assert [r.name for r in results] == STAGE_NAMES and results[0].status == "ran"
+    if "extract" in STAGE_NAMES:  # the extract stage's actors ran on this Ray
+        assert dict((r.name, r.status) for r in results)["extract"] == "ran"
 
 
 def test_a_failing_stage_marks_the_run_failed_with_its_error(tmp_path, monkeypatch):
@@ -305,7 +325,7 @@ def test_a_failing_stage_marks_the_run_failed_with_its_error(tmp_path, monkeypat
     def broken(ctx):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(stages, "STAGES", [*stages.STAGES, ("broken", broken)])
+    monkeypatch.setattr(stages, "STAGES", [("prepare", stage_prepare), ("broken", broken)])
     spec, store = load_spec(write_spec(tmp_path)), str(tmp_path / "store")
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_job(spec, storage=store, run_id="tiny-f")

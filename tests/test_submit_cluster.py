@@ -23,8 +23,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
+from _submit_specs import write_spec
 from partaware.runs import find_resumable
 from partaware.spec import load_spec
 from partaware.storage import StorageRoot
@@ -104,14 +104,6 @@ def partctl(*args, timeout=240):
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run([PARTCTL, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def write_spec(tmp_path: Path, name: str, size: int) -> Path:
-    spec = tmp_path / f"{name}.yaml"
-    spec.write_text(
-        yaml.safe_dump({"name": name, "datasets": [{"name": "synthetic", "options": {"size": size, "image_size": 64}}]})
-    )
-    return spec
 
 
 def test_a_job_submitted_over_http_runs_and_is_followed_to_the_end(ray_head, tmp_path):

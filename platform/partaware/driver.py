@@ -111,9 +111,13 @@ def _restored(run_root: StorageRoot, name: str) -> StageResult | None:
 
 
 def report_uri(results: list[StageResult]) -> str | None:
-    """Where the run's report is: the last stage output named ``report`` (stages that write one set it)."""
-    found = [r.outputs["report"] for r in results if isinstance(r.outputs.get("report"), str)]
-    return found[-1] if found else None
+    """Where the run's report is: an output named ``report``, else the ``report`` stage's html or md file."""
+    for r in reversed(results):
+        keys = ("report", "html", "md") if r.name == "report" else ("report",)
+        for key in keys:
+            if isinstance(r.outputs.get(key), str):
+                return r.outputs[key]
+    return None
 
 
 def run_job(

@@ -195,13 +195,17 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
     for r in results:
         table.add_row(r.name, r.status, f"{r.seconds:.1f}", r.detail)
     console.print(table)
-    ran = [r.name for r in results if r.status == "ran"]
-    cached = [r.name for r in results if r.status == "cached"]
+    by_status: dict[str, list[str]] = {}
+    for r in results:
+        by_status.setdefault(r.status, []).append(r.name)
+    ran, cached = by_status.pop("ran", []), by_status.pop("cached", [])
+    others = "".join(f"; {status} {', '.join(names)}" for status, names in by_status.items())
     console.print(
         f"done in {time.perf_counter() - t0:.1f}s: ran {', '.join(ran) or 'nothing'}; "
-        f"cached {', '.join(cached) or 'nothing'}",
+        f"cached {', '.join(cached) or 'nothing'}{others}",
         highlight=False,
     )
     console.print(f"run folder: {root.uri_of('runs', run_id)}", highlight=False)
     report = report_uri(results)
-    console.print(f"report: {report}" if report else "report: (no report stage in this version)", highlight=False)
+    why = next((f" ({r.detail})" for r in results if r.name == "report" and r.detail), "")
+    console.print(f"report: {report}" if report else f"report: none{why}", highlight=False)
