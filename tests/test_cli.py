@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from _submit_specs import tiny_spec
+
 PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
 
 
@@ -67,9 +69,7 @@ def test_bad_spec_is_one_line_and_exit_code_2(tmp_path):
 
 def test_submit_runs_the_existing_stages_and_resumes(tmp_path):
     spec = tmp_path / "job.yaml"
-    spec.write_text(
-        yaml.safe_dump({"name": "tiny", "datasets": [{"name": "synthetic", "options": {"size": 12, "image_size": 64}}]})
-    )
+    spec.write_text(yaml.safe_dump(tiny_spec("tiny")))  # a tiny random-weight ViT declared in the spec: no download
     store = tmp_path / "store"
     first = partctl("submit", str(spec), "--storage", str(store))
     assert first.returncode == 0, first.stderr

@@ -1,23 +1,35 @@
 """The job driver: runs a spec's stages in order, each skipped when its output exists.
 
-A run gets an id and a folder ``<root>/runs/<run-id>/`` holding the resolved spec, per-stage
-records and a summary; ``_SUCCESS`` is written last. Stages are plain functions of a ``RunContext``
-that return a ``StageResult``; they live in ``partaware.stages`` (``STAGES``, in order). Only stages
-that exist run: the summary lists exactly what ran.
+A run gets an id and a folder ``<root>/runs/<run-id>/`` holding the resolved spec (``spec.yaml``),
+its state (``state.json``: running | succeeded | failed | interrupted), one record per finished stage
+(``stages/<name>.json``), a log (``driver.log``) and, at the end, ``summary.json``; ``_SUCCESS`` is
+written last. Stages are plain functions of a ``RunContext`` returning a ``StageResult``; they live in
+``partaware.stages`` (``STAGES``, in order) and skip work whose output already exists under the storage
+root. The driver adds run-level resume: running an existing run id again restores the stages that
+finished in an earlier attempt from their records instead of calling them.
+
+The driver knows nothing of Ray: the caller (the CLI) starts or attaches to a cluster first and
+passes its address for the record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from partaware.errors import SpecError
 from partaware.spec import JobSpec, dump_spec
 from partaware.storage import StorageRoot
 
 ProgressFactory = Callable[[str], Any]  # description -> context manager yielding update(done, total)
+
+RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "running", "succeeded", "failed", "interrupted"
+TERMINAL_STATES = (SUCCEEDED, FAILED, INTERRUPTED)
 
 
 @dataclass
@@ -36,10 +48,17 @@ class RunContext:
     run_id: str
     progress: ProgressFactory | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # what earlier stages produced, by stage name
+    ray_address: str | None = None  # the cluster the stages run on (None: no Ray started by the caller)
+    log: Callable[[str], None] | None = None  # one line into the run's driver.log (and the caller's view)
 
     @property
     def run_root(self) -> StorageRoot:
         return self.root.sub("runs", self.run_id)
+
+    def note(self, message: str) -> None:
+        """A line in the run's log: what a stage decided (cached, skipped, retried) and why."""
+        if self.log:
+            self.log(message)
 
 
 def new_run_id(spec: JobSpec) -> str:
@@ -48,32 +67,126 @@ def new_run_id(spec: JobSpec) -> str:
     return f"{spec.name}-{stamp}-{digest}"
 
 
+class _RunLog:
+    """The run's ``driver.log``, rewritten whole on each line: object stores cannot append."""
+
+    def __init__(self, run_root: StorageRoot, echo: Callable[[str], None] | None):
+        self.run_root, self.echo = run_root, echo
+        self.lines = run_root.read_bytes("driver.log").decode().splitlines() if run_root.exists("driver.log") else []
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}"
+        self.lines.append(line)
+        self.run_root.write_bytes(("\n".join(self.lines) + "\n").encode(), "driver.log")
+        if self.echo:
+            self.echo(message)
+
+
+def _write_state(ctx: RunContext, state: str, **extra: Any) -> None:
+    previous = ctx.run_root.read_json("state.json") if ctx.run_root.exists("state.json") else {}
+    record = {
+        **previous,
+        "run_id": ctx.run_id,
+        "spec": ctx.spec.name,
+        "encoders": ctx.spec.resolved_encoders(),
+        "datasets": [d.name for d in ctx.spec.datasets],
+        "levels": list(ctx.spec.levels),
+        "state": state,
+        "updated": time.time(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "ray_address": ctx.ray_address,
+        **extra,
+    }
+    ctx.run_root.write_json(record, "state.json")
+
+
+def _restored(run_root: StorageRoot, name: str) -> StageResult | None:
+    """The record of a stage that finished in an earlier attempt of this run, as a cached result."""
+    if not run_root.exists("stages", f"{name}.json"):
+        return None
+    record = run_root.read_json("stages", f"{name}.json")
+    detail = f"finished in an earlier attempt ({record['status']}, {record['seconds']:.1f}s)"
+    return StageResult(name, "cached", 0.0, detail, record.get("outputs", {}))
+
+
+def report_uri(results: list[StageResult]) -> str | None:
+    """Where the run's report is: an output named ``report``, else the ``report`` stage's html or md file."""
+    for r in reversed(results):
+        keys = ("report", "html", "md") if r.name == "report" else ("report",)
+        for key in keys:
+            if isinstance(r.outputs.get(key), str):
+                return r.outputs[key]
+    return None
+
+
 def run_job(
     spec: JobSpec,
     *,
     storage: str | None = None,
     progress: ProgressFactory | None = None,
     on_stage: Callable[[StageResult], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
+    run_id: str | None = None,
+    ray_address: str | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> tuple[str, list[StageResult]]:
-    """Run every stage; returns the run id and the stage results. The run folder records it all."""
+    """Run every stage; returns the run id and the stage results. The run folder records it all.
+
+    With ``run_id`` of an existing run the run is resumed: it must have been started with the same
+    resolved spec, and its finished stages are restored from their records, not run again. Any
+    exception (Ctrl-C included) marks the run ``failed`` or ``interrupted`` and is re-raised.
+    """
     from partaware.stages import STAGES
 
     root = StorageRoot.open(storage or spec.storage)
-    ctx = RunContext(spec=spec, root=root, run_id=new_run_id(spec), progress=progress)
-    ctx.run_root.write_bytes(dump_spec(spec).encode(), "spec.yaml")
-    ctx.run_root.write_json({"state": "running", "started": time.time()}, "state.json")
+    ctx = RunContext(spec=spec, root=root, run_id=run_id or new_run_id(spec), progress=progress)
+    ctx.ray_address = ray_address
+    run_root, spec_text = ctx.run_root, dump_spec(spec)
+    resuming = run_root.exists("spec.yaml")
+    if resuming and run_root.read_bytes("spec.yaml").decode() != spec_text:
+        raise SpecError(f"run {ctx.run_id} was started with a different spec; submit without --resume to start anew")
+    ctx.log = _RunLog(run_root, echo)
+    if not resuming:
+        run_root.write_bytes(spec_text.encode(), "spec.yaml")
+    started = time.time()
+    _write_state(ctx, RUNNING, started=started, finished=None, error=None, stage=None)
+    ctx.log(f"{'resumed' if resuming else 'started'} run {ctx.run_id} on {ray_address or 'no cluster'}")
     results: list[StageResult] = []
     try:
         for name, stage in STAGES:
-            result = stage(ctx)
+            result = _restored(run_root, name) if resuming else None
+            if result is None:
+                _write_state(ctx, RUNNING, stage=name)
+                if on_start:
+                    on_start(name)
+                result = stage(ctx)
+                run_root.write_json(asdict(result), "stages", f"{name}.json")
             ctx.outputs[name] = result.outputs
             results.append(result)
+            ctx.log(f"stage {name}: {result.status} in {result.seconds:.1f}s {result.detail}".rstrip())
             if on_stage:
                 on_stage(result)
     except BaseException as e:
-        ctx.run_root.write_json({"state": "failed", "error": f"{type(e).__name__}: {e}"}, "state.json")
+        state = INTERRUPTED if isinstance(e, KeyboardInterrupt | SystemExit) else FAILED
+        error = f"{type(e).__name__}: {e}".rstrip(": ")
+        _write_state(ctx, state, error=error, finished=time.time())
+        ctx.log(f"{state}: {error}")
         raise
-    ctx.run_root.write_json({"run_id": ctx.run_id, "stages": [asdict(r) for r in results]}, "summary.json")
-    ctx.run_root.write_json({"state": "succeeded", "finished": time.time()}, "state.json")
-    ctx.run_root.mark_complete()
+    finished = time.time()
+    summary = {
+        "run_id": ctx.run_id,
+        "spec": spec.name,
+        "encoders": spec.resolved_encoders(),
+        "datasets": [d.name for d in spec.datasets],
+        "started": started,
+        "finished": finished,
+        "seconds": finished - started,
+        "report": report_uri(results),
+        "stages": [asdict(r) for r in results],
+    }
+    run_root.write_json(summary, "summary.json")
+    _write_state(ctx, SUCCEEDED, finished=finished, stage=None, report=summary["report"])
+    ctx.log(f"succeeded in {finished - started:.1f}s")
+    run_root.mark_complete()
     return ctx.run_id, results

@@ -37,7 +37,15 @@ def _root(
     """partaware: part-aware vs object-aware encoders, as a platform."""
 
 
-from partaware.cli import data, encoders, features, jobs, report  # noqa: E402,F401  (registers the command groups)
+from partaware.cli import (  # noqa: E402,F401  (registers the command groups)
+    cluster,
+    data,
+    encoders,
+    features,
+    jobs,
+    report,
+    runs,
+)
 
 BAD_INPUT = (SpecError, UnknownNameError, DatasetError)
 
