@@ -28,6 +28,31 @@ def stage_prepare(ctx: RunContext) -> StageResult:
     return StageResult("prepare", "ran" if built_any else "cached", time.perf_counter() - start, detail, prepared)
 
 
+def stage_pretrain(ctx: RunContext) -> StageResult:
+    """Pretrain the job's lab encoders (``lab/<objective>``) on the job's first dataset, unless cached."""
+    start = time.perf_counter()
+    objectives = [name.split("/", 1)[1] for name in ctx.spec.resolved_encoders() if name.startswith("lab/")]
+    if not objectives:
+        return StageResult("pretrain", "skipped", 0.0, "no lab encoders in this job")
+    from partaware.lab.ray_train import pretrain
+
+    dataset = ctx.spec.datasets[0].name
+    version = ctx.outputs.get("prepare", {}).get(dataset, {}).get("version")
+    bar = ctx.progress(f"pretrain {len(objectives)} lab encoders") if ctx.progress else nullcontext(None)
+    with bar as update:
+
+        def on_progress(states: dict) -> None:
+            if update:
+                update(sum(s["step"] for s in states.values()), sum(s["total"] for s in states.values()))
+
+        infos = pretrain(ctx.root, objectives, dataset=dataset, dataset_version=version, seed=ctx.spec.seed,
+                         progress=on_progress)  # fmt: skip
+    trained = [o for o, info in infos.items() if not info.get("cached")]
+    detail = f"trained {', '.join(trained)}" if trained else f"all {len(infos)} cached"
+    status = "ran" if trained else "cached"
+    return StageResult("pretrain", status, time.perf_counter() - start, detail, {"lab": infos})
+
+
 def _stage_extract(ctx: RunContext) -> StageResult:
     from partaware.extract.stage import stage_extract
 
@@ -50,6 +75,7 @@ def _stage_report(ctx: RunContext) -> StageResult:
 #: validating a job never imports Ray or torch).
 STAGES: list[tuple[str, Callable[[RunContext], StageResult]]] = [
     ("prepare", stage_prepare),
+    ("pretrain", stage_pretrain),
     ("extract", _stage_extract),
     ("probe", _stage_probe),
     ("report", _stage_report),
