@@ -37,7 +37,7 @@ def _load_builtin_encoders() -> None:
 
 
 #: Modules whose import registers encoders. An encoder family adds its module here.
-BUILTIN_ENCODER_MODULES: list[str] = []
+BUILTIN_ENCODER_MODULES: list[str] = ["partaware.lab.zoo"]
 
 
 def select_encoders(selectors: Iterable[str], *, zoo: str = "paper") -> list[str]:
