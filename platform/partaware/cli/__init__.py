@@ -37,7 +37,7 @@ def _root(
     """partaware: part-aware vs object-aware encoders, as a platform."""
 
 
-from partaware.cli import data, jobs  # noqa: E402,F401  (registers the command groups)
+from partaware.cli import data, jobs, pretrain  # noqa: E402,F401  (registers the command groups)
 
 BAD_INPUT = (SpecError, UnknownNameError, DatasetError)
 

@@ -24,6 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -135,7 +136,19 @@ def lab_info(root: StorageRoot, objective: str, budget_key: str) -> dict[str, An
     return root.read_json(*folder, INFO_FILE)
 
 
-def train_objective(
+@dataclass
+class Fitted:
+    """What a (possibly partial) training run leaves: the objective and its curve."""
+
+    model: Objective
+    losses: list[float]
+    seconds: float
+    steps_done: int
+    resumed_from: int | None
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def fit(
     root: StorageRoot,
     objective: str,
     budget: Budget,
@@ -143,29 +156,13 @@ def train_objective(
     *,
     on_step: StepCallback | None = None,
     checkpoint_every: int = 25,
-    threads: int | None = None,
     device: str = "cpu",
     stop_after: int | None = None,
-) -> dict[str, Any]:
-    """Train ``objective`` under ``budget`` unless its weights exist; resume from a checkpoint if one is there.
-
-    Returns the weights' ``info.json`` (with ``"cached": True`` when nothing was trained).
-    ``stop_after`` ends the run early after that many steps *without* publishing (tests use it to
-    simulate an interruption).
-    """
-    objective = OBJECTIVES.resolve(objective)
-    if budget.dataset_version and budget.dataset_version != data.version:
-        raise SpecError(f"budget names dataset version {budget.dataset_version} but the data is {data.version}")
-    budget = budget.model_copy(update={"dataset_version": data.version, "dataset": data.dataset})
+) -> Fitted:
+    """The training loop: resumes from ``checkpoint.pt`` when one exists; checkpoints every
+    ``checkpoint_every`` steps, at the end and at ``stop_after`` (where it returns early)."""
     key = budget.key()
     folder = weights_dir(objective, key)
-    done = lab_info(root, objective, key)
-    if done is not None:
-        root.write_json({"budget_key": key}, "weights", "lab", objective, LATEST_FILE)
-        return {**done, "cached": True}
-    if threads:
-        torch.set_num_threads(threads)
-
     model = build_objective(objective, num_classes=data.num_classes, total_steps=budget.steps, seed=budget.seed)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -189,7 +186,8 @@ def train_objective(
     model.train()
     t0 = time.perf_counter() - elapsed
     last_metrics: dict[str, float] = {}
-    for step in range(start, budget.steps):
+    end = budget.steps if stop_after is None else min(budget.steps, stop_after)
+    for step in range(start, end):
         gen = step_generator(budget.seed, step)
         idx = batch_indices(len(data), budget.batch_size, budget.seed, step)
         for group in opt.param_groups:
@@ -205,21 +203,28 @@ def train_objective(
         losses.append(float(loss.detach()))
         if on_step:
             on_step(objective, step + 1, budget.steps, losses[-1])
-        finished = step + 1
-        if finished % checkpoint_every == 0 or finished == budget.steps or finished == stop_after:
+        done = step + 1
+        if done % checkpoint_every == 0 or done == end:
             state = {
                 "objective": model.state_dict(),
                 "optimizer": opt.state_dict(),
-                "step": finished,
+                "step": done,
                 "losses": losses,
                 "seconds": time.perf_counter() - t0,
             }
             _save_torch(root, state, *folder, CHECKPOINT_FILE)
-        if stop_after is not None and finished >= stop_after and finished < budget.steps:
-            return {"objective": objective, "budget_key": key, "stopped_at": finished, "losses": losses}
-    seconds = time.perf_counter() - t0
+    return Fitted(model, losses, time.perf_counter() - t0, max(start, end), resumed_from, last_metrics)
 
-    backbone_state = {k: v.detach().cpu().clone() for k, v in model.export_backbone().state_dict().items()}
+
+def publish_weights(
+    root: StorageRoot, objective: str, budget: Budget, data: LabData, fitted: Fitted, *, device: str = "cpu"
+) -> dict[str, Any]:
+    """Write ``backbone.pt`` and ``info.json``, then ``_SUCCESS`` (last); drop the checkpoint; point
+    ``latest.json`` at this budget."""
+    key = budget.key()
+    folder = weights_dir(objective, key)
+    losses = fitted.losses
+    backbone_state = {k: v.detach().cpu().clone() for k, v in fitted.model.export_backbone().state_dict().items()}
     blob = _save_torch(root, {"model": backbone_state}, *folder, WEIGHTS_FILE)
     row = ROWS_BY_NAME[objective]
     info = {
@@ -229,7 +234,7 @@ def train_objective(
         "budget": budget.model_dump(),
         "budget_key": key,
         "images_seen": budget.images_seen,
-        "views_per_image": model.views_per_image,
+        "views_per_image": fitted.model.views_per_image,
         "train_images": len(data),
         "skipped_images": data.skipped,
         "file_sha256": hashlib.sha256(blob).hexdigest(),
@@ -237,15 +242,59 @@ def train_objective(
         "loss_curve": losses,
         "loss_first": losses[0],
         "loss_last": losses[-1],
-        "last_metrics": last_metrics,
-        "seconds": seconds,
-        "resumed_from_step": resumed_from,
+        "last_metrics": fitted.last_metrics,
+        "seconds": fitted.seconds,
+        "resumed_from_step": fitted.resumed_from,
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     root.write_json(info, *folder, INFO_FILE)
     root.mark_complete(*folder, info={"weights_digest": info["weights_digest"]})
-    root.fs.rm(root.join(*folder, CHECKPOINT_FILE))
+    if root.exists(*folder, CHECKPOINT_FILE):
+        root.fs.rm(root.join(*folder, CHECKPOINT_FILE))
     root.write_json({"budget_key": key}, "weights", "lab", objective, LATEST_FILE)
-    return {**info, "cached": False}
+    return info
+
+
+def bind_budget(budget: Budget, data: LabData) -> Budget:
+    """The budget with the data's dataset and version filled in (they enter the key)."""
+    if budget.dataset_version and budget.dataset_version != data.version:
+        raise SpecError(f"budget names dataset version {budget.dataset_version} but the data is {data.version}")
+    return budget.model_copy(update={"dataset_version": data.version, "dataset": data.dataset})
+
+
+def train_objective(
+    root: StorageRoot,
+    objective: str,
+    budget: Budget,
+    data: LabData,
+    *,
+    on_step: StepCallback | None = None,
+    checkpoint_every: int = 25,
+    threads: int | None = None,
+    device: str = "cpu",
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train ``objective`` under ``budget`` unless its weights exist; resume from a checkpoint if one is there.
+
+    Returns the weights' ``info.json`` (with ``"cached": True`` when nothing was trained).
+    ``stop_after`` ends the run early after that many steps *without* publishing (tests use it to
+    simulate an interruption); it then returns ``{"stopped_at": step, ...}``.
+    """
+    objective = OBJECTIVES.resolve(objective)
+    budget = bind_budget(budget, data)
+    key = budget.key()
+    done = lab_info(root, objective, key)
+    if done is not None:
+        root.write_json({"budget_key": key}, "weights", "lab", objective, LATEST_FILE)
+        return {**done, "cached": True}
+    if threads:
+        torch.set_num_threads(threads)
+    fitted = fit(
+        root, objective, budget, data, on_step=on_step, checkpoint_every=checkpoint_every, device=device,
+        stop_after=stop_after,
+    )  # fmt: skip
+    if fitted.steps_done < budget.steps:
+        return {"objective": objective, "budget_key": key, "stopped_at": fitted.steps_done, "losses": fitted.losses}
+    return {**publish_weights(root, objective, budget, data, fitted, device=device), "cached": False}
