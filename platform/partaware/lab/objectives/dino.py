@@ -29,9 +29,11 @@ class DINOHead(nn.Module):
         super().__init__()
         self.mlp = mlp([in_dim, hidden, hidden, bottleneck], bn=False)
         self.prototypes = nn.Parameter(torch.randn(out_dim, bottleneck) * 0.02)
+        self.freeze_prototypes = False  # DINO's ``freeze_last_layer``: fixed prototypes early in training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(self.prototypes, dim=-1))
+        protos = self.prototypes.detach() if self.freeze_prototypes else self.prototypes
+        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(protos, dim=-1))
 
 
 def dino_ce(teacher_probs: torch.Tensor, student_logits: torch.Tensor, student_temp: float) -> torch.Tensor:
@@ -68,6 +70,7 @@ class DINO(Objective):
         student_temp: float = 0.1,
         teacher_temp: float = 0.04,
         momentum: float = 0.99,
+        freeze_fraction: float = 0.1,
         **kw,
     ):
         super().__init__(**kw)
@@ -77,11 +80,16 @@ class DINO(Objective):
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.centre = Centre(out_dim)
         self.student_temp, self.teacher_temp, self.base_momentum = student_temp, teacher_temp, momentum
+        self.freeze_steps = int(freeze_fraction * self.total_steps)
         jitter = {"jitter_p": 0.8, "jitter": 0.4, "gray_p": 0.2}
         self.global_recipe = ViewRecipe(self.input_size, scale=(0.35, 1.0), blur_p=0.5, **jitter)
         self.local_recipe = ViewRecipe(
             self.input_size // 2, scale=(0.08, 0.35), blur_p=0.5, blur_sigma=(0.1, 0.5), **jitter
         )
+
+    def student_head(self, step: int) -> DINOHead:
+        self.head.freeze_prototypes = step < self.freeze_steps
+        return self.head
 
     def crops(self, images: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         views = multi_crop(
@@ -92,7 +100,8 @@ class DINO(Objective):
 
     def loss(self, images, labels, gen, step) -> tuple[torch.Tensor, Metrics]:
         views = self.crops(images, gen)
-        student = [self.head(forward_tokens(self.backbone, v)[:, 0]) for v in views]
+        head = self.student_head(step)
+        student = [head(forward_tokens(self.backbone, v)[:, 0]) for v in views]
         with torch.no_grad():
             teacher = [
                 self.teacher_head(forward_tokens(self.teacher_backbone, v)[:, 0]) for v in views[: self.n_global]

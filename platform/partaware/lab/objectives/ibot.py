@@ -49,13 +49,14 @@ class IBOT(DINO):
     def loss(self, images, labels, gen, step) -> tuple[torch.Tensor, Metrics]:
         views = self.crops(images, gen)
         g = self.n_global
+        head = self.student_head(step)
         masks = [self.masks(images.shape[0], gen).to(self.device) for _ in range(g)]
         s_glob = [
             forward_tokens(self.backbone, v, mask=m, mask_token=self.mask_token)
             for v, m in zip(views[:g], masks, strict=True)
         ]
-        s_cls = [self.head(t[:, 0]) for t in s_glob] + [
-            self.head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]
+        s_cls = [head(t[:, 0]) for t in s_glob] + [
+            head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]
         ]
         with torch.no_grad():
             t_tok = [forward_tokens(self.teacher_backbone, v) for v in views[:g]]
@@ -72,7 +73,7 @@ class IBOT(DINO):
         loss_mim, n_mim = 0.0, 0
         for i in range(g):
             if bool(masks[i].any()):
-                s_patch = self.head(s_glob[i][:, 1:][masks[i]])
+                s_patch = head(s_glob[i][:, 1:][masks[i]])
                 loss_mim = loss_mim + dino_ce(patch_probs[i][masks[i]], s_patch, self.student_temp)
                 n_mim += 1
         self.centre.update(cls_logits)
