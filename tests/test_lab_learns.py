@@ -19,6 +19,14 @@ from partaware.lab.train import Budget, bind_budget, fit, train_objective
 from partaware.storage import StorageRoot
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="module")
 def learn_root(tmp_path_factory) -> StorageRoot:
     root = StorageRoot.open(str(tmp_path_factory.mktemp("learn") / "store"))

@@ -146,6 +146,7 @@ class Fitted:
     steps_done: int
     resumed_from: int | None
     last_metrics: dict[str, float] = field(default_factory=dict)
+    metric_curves: dict[str, list[float]] = field(default_factory=dict)
 
 
 def fit(
@@ -173,12 +174,13 @@ def fit(
         lr=budget.lr,
         betas=(0.9, 0.95),
     )
-    start, losses, elapsed, resumed_from = 0, [], 0.0, None
+    start, losses, elapsed, resumed_from, curves = 0, [], 0.0, None, {}
     if root.exists(*folder, CHECKPOINT_FILE):
         ckpt = _load_torch(root.read_bytes(*folder, CHECKPOINT_FILE))
         model.load_state_dict(ckpt["objective"])
         opt.load_state_dict(ckpt["optimizer"])
         start, losses, elapsed = int(ckpt["step"]), list(ckpt["losses"]), float(ckpt["seconds"])
+        curves = {k: list(v) for k, v in ckpt.get("metric_curves", {}).items()}
         resumed_from = start
     else:
         model.setup(data.images, step_generator(budget.seed, -1))
@@ -201,6 +203,8 @@ def fit(
         opt.step()
         model.after_step(step)
         losses.append(float(loss.detach()))
+        for k, v in last_metrics.items():
+            curves.setdefault(k, []).append(float(v))
         if on_step:
             on_step(objective, step + 1, budget.steps, losses[-1])
         done = step + 1
@@ -210,10 +214,11 @@ def fit(
                 "optimizer": opt.state_dict(),
                 "step": done,
                 "losses": losses,
+                "metric_curves": curves,
                 "seconds": time.perf_counter() - t0,
             }
             _save_torch(root, state, *folder, CHECKPOINT_FILE)
-    return Fitted(model, losses, time.perf_counter() - t0, max(start, end), resumed_from, last_metrics)
+    return Fitted(model, losses, time.perf_counter() - t0, max(start, end), resumed_from, last_metrics, curves)
 
 
 def publish_weights(
@@ -243,6 +248,8 @@ def publish_weights(
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "last_metrics": fitted.last_metrics,
+        "metric_curves": fitted.metric_curves,
+        "learning_curve": fitted.model.learning_curve,
         "seconds": fitted.seconds,
         "resumed_from_step": fitted.resumed_from,
         "torch_threads": torch.get_num_threads(),

@@ -27,6 +27,10 @@ class Objective(nn.Module):
     family: ClassVar[str] = ""
     #: backbone passes per image (a local crop counts by its token share), for the budget's record.
     views_per_image: ClassVar[float] = 1.0
+    #: the curve that shows learning at a small budget: ``loss``, or a metric the loss reports (DINO and
+    #: iBOT: ``kl``, the student-teacher divergence; their cross-entropy also holds the teacher's entropy,
+    #: which centring raises early in training, so it is not monotone over a short run).
+    learning_curve: ClassVar[str] = "loss"
 
     def __init__(self, *, num_classes: int, total_steps: int, input_size: int = LAB_INPUT_SIZE):
         super().__init__()

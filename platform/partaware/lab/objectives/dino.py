@@ -62,6 +62,7 @@ class DINO(Objective):
     name, family = "dino", "contrastive"
     n_global, n_local = 2, 4
     views_per_image = 2 + 4 * 0.25  # local crops have a quarter of the tokens
+    learning_curve = "kl"
 
     def __init__(
         self,
@@ -117,7 +118,8 @@ class DINO(Objective):
                 pairs += 1
         self.centre.update(teacher_logits)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item()
-        return total / pairs, {"teacher_entropy": entropy}
+        loss = total / pairs
+        return loss, {"teacher_entropy": entropy, "kl": loss.item() - entropy}
 
     def momentum(self, step: int) -> float:
         return cosine_schedule(self.base_momentum, 1.0, step, self.total_steps)

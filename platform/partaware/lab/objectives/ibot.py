@@ -21,6 +21,7 @@ from partaware.lab.objectives.dino import DINO, Centre, dino_ce
 class IBOT(DINO):
     name, family = "ibot", "contrastive+mim"
     views_per_image = 2 + 4 * 0.25
+    learning_curve = "kl"
 
     def __init__(self, *, mask_prob: float = 0.5, mask_ratio: tuple[float, float] = (0.1, 0.5), **kw):
         super().__init__(**kw)
@@ -55,9 +56,7 @@ class IBOT(DINO):
             forward_tokens(self.backbone, v, mask=m, mask_token=self.mask_token)
             for v, m in zip(views[:g], masks, strict=True)
         ]
-        s_cls = [head(t[:, 0]) for t in s_glob] + [
-            head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]
-        ]
+        s_cls = [head(t[:, 0]) for t in s_glob] + [head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]]
         with torch.no_grad():
             t_tok = [forward_tokens(self.teacher_backbone, v) for v in views[:g]]
             t_out = torch.stack([self.teacher_head(t) for t in t_tok])  # G x B x (1+N) x K
@@ -81,7 +80,13 @@ class IBOT(DINO):
         loss_cls = loss_cls / pairs
         loss_mim = loss_mim / max(1, n_mim)
         total = loss_cls + loss_mim
+        ent = lambda p: float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())  # noqa: E731
+        h_cls = ent(cls_probs)
+        h_mim = sum(ent(patch_probs[i][masks[i]]) for i in range(g) if bool(masks[i].any())) / max(1, n_mim)
+        kl = float(total.detach()) - h_cls - h_mim
         return total, {
+            "kl": kl,
+            "teacher_entropy": h_cls,
             "loss_cls": float(torch.as_tensor(loss_cls).detach()),
             "loss_mim": float(torch.as_tensor(loss_mim).detach()),
         }
