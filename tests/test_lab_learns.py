@@ -12,7 +12,7 @@ from partaware.datasets import prepare_dataset
 from partaware.datasets.store import open_prepared
 from partaware.encoders.loading import load_encoder
 from partaware.lab.augment import normalise
-from partaware.lab.backbone import LAB_MEAN, LAB_STD, create_backbone, forward_tokens
+from partaware.lab.backbone import LAB_MEAN, LAB_STD, create_backbone, forward_tokens, patchify_pixels
 from partaware.lab.data import load_lab_data
 from partaware.lab.objectives.mae import normalised_patches
 from partaware.lab.train import Budget, bind_budget, fit, train_objective
@@ -30,7 +30,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def learn_root(tmp_path_factory) -> StorageRoot:
     root = StorageRoot.open(str(tmp_path_factory.mktemp("learn") / "store"))
-    prepare_dataset(root, "synthetic", options={"size": 200, "image_size": 64}, workers=1)
+    prepare_dataset(root, "synthetic", options={"size": 600, "image_size": 64}, workers=1)
     return root
 
 
@@ -40,15 +40,22 @@ def _split(root: StorageRoot, split: str):
 
 def test_mae_reconstructs_masked_patches_better_than_the_mean_patch(learn_root):
     train, held_out = _split(learn_root, "train"), _split(learn_root, "test")
-    budget = bind_budget(Budget(steps=40, batch_size=32, seed=0), train)
+    budget = bind_budget(Budget(steps=80, batch_size=32, seed=0), train)
     mae = fit(learn_root, "mae", budget, train, checkpoint_every=1000).model.eval()
     x_train = normalise(train.images, mean=LAB_MEAN, std=LAB_STD)
     mean_patch = normalised_patches(x_train).mean(dim=(0, 1))  # the best constant guess
     x = normalise(held_out.images, mean=LAB_MEAN, std=LAB_STD)
     with torch.no_grad():
-        err, targets, _ = mae.masked_error(x, torch.Generator().manual_seed(123))
-    model_mse = float(err.mean())
-    baseline_mse = float(((targets - mean_patch) ** 2).mean())
+        _, targets, masked = mae.masked_error(x, torch.Generator().manual_seed(123))
+        pred, masked_again = mae.reconstruct(x, torch.Generator().manual_seed(123))
+    assert torch.equal(masked, masked_again)
+    pred = torch.gather(pred, 1, masked.unsqueeze(-1).expand(-1, -1, pred.shape[-1]))
+    # Back to pixels with each patch's own mean and variance (as MAE's visualisations do): flat, noisy
+    # background patches then weigh little and structured ones (parts, edges) count.
+    pixels = torch.gather(patchify_pixels(x), 1, masked.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
+    var = pixels.var(dim=-1, keepdim=True)
+    model_mse = float((((pred - targets) ** 2) * var).mean())
+    baseline_mse = float((((mean_patch - targets) ** 2) * var).mean())
     assert model_mse < 0.9 * baseline_mse, (model_mse, baseline_mse)
 
 
@@ -69,7 +76,7 @@ def _probe_accuracy(model, train, test) -> float:
 
 def test_supervised_lab_encoder_probe_beats_random_init(learn_root):
     train, test = _split(learn_root, "train"), _split(learn_root, "test")
-    info = train_objective(learn_root, "supervised", Budget(steps=60, batch_size=32, seed=0), train)
+    info = train_objective(learn_root, "supervised", Budget(steps=80, batch_size=32, seed=0), train)
     trained = load_encoder("lab/supervised", root=learn_root).model
     torch.manual_seed(0)
     random_init = create_backbone()

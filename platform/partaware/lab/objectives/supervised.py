@@ -17,7 +17,7 @@ class Supervised(Objective):
     def __init__(self, *, label_smoothing: float = 0.1, **kw):
         super().__init__(**kw)
         self.head = nn.Linear(self.backbone.embed_dim, self.num_classes)
-        self.recipe = ViewRecipe(self.input_size, scale=(0.25, 1.0), jitter_p=0.8, jitter=0.3)
+        self.recipe = ViewRecipe(self.input_size, scale=(0.6, 1.0), jitter_p=0.5, jitter=0.2)
         self.label_smoothing = label_smoothing
 
     def loss(self, images, labels, gen, step) -> tuple[torch.Tensor, Metrics]:
