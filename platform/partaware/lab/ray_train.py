@@ -137,7 +137,9 @@ def _train_with_ray(root, names, budget, data, progress) -> dict[str, dict[str, 
     data_ref = ray.put(data)
     gpus = ray.cluster_resources().get("GPU", 0)
     task = _train_task().options(num_cpus=1, num_gpus=1 if gpus else 0)
-    refs = {task.remote(root.uri, n, budget.model_dump(), data_ref, hub): n for n in names}
+    # costliest first (multi-crop, two views), so the last task to start is a short one
+    order = sorted(names, key=lambda n: -OBJECTIVES.get(n).views_per_image)
+    refs = {task.remote(root.uri, n, budget.model_dump(), data_ref, hub): n for n in order}
     results, errors = {}, {}
     pending = list(refs)
     while pending:
