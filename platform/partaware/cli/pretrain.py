@@ -96,14 +96,19 @@ def pretrain(
             seed=seed, progress=show, use_ray=ray,
         )  # fmt: skip
     table = Table(title=f"lab encoders (storage root: {root.uri})")
-    for col in ("encoder", "family", "status", "loss first → last", "seconds", "images seen", "budget", "weights"):
+    cols = ("encoder", "family", "status", "loss first → last", "learning curve", "seconds", "images seen", "budget")
+    for col in (*cols, "weights"):
         table.add_column(col)
     for name, info in results.items():
+        curve_name = info.get("learning_curve", "loss")
+        curve = info["loss_curve"] if curve_name == "loss" else info.get("metric_curves", {}).get(curve_name, [])
+        learning = f"{curve_name} {curve[0]:.3f} → {curve[-1]:.3f}" if curve else "-"
         table.add_row(
             f"lab/{name}",
             info["family"],
             "cached" if info.get("cached") else "trained",
             f"{info['loss_first']:.3f} → {info['loss_last']:.3f}",
+            learning,
             f"{info['seconds']:.1f}",
             str(info["images_seen"]),
             info["budget_key"],
