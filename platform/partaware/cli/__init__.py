@@ -43,6 +43,7 @@ from partaware.cli import (  # noqa: E402,F401  (registers the command groups)
     encoders,
     features,
     jobs,
+    pretrain,
     report,
     runs,
 )

@@ -106,6 +106,7 @@ BUILTIN_ENCODER_MODULES: list[str] = [
     "partaware.encoders.cae",
     "partaware.encoders.ibot",
     "partaware.encoders.modern",
+    "partaware.lab.zoo",
 ]
 
 

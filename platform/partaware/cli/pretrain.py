@@ -1,0 +1,118 @@
+"""``partctl pretrain``: train the lab encoders (``lab/<objective>``) under one budget, live."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from partaware.cli import app
+from partaware.progress import console
+from partaware.storage import StorageRoot
+
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 24) -> str:
+    """A loss curve in one line of block characters (the last ``width`` buckets)."""
+    if not values:
+        return ""
+    step = max(1, len(values) // width)
+    pts = [sum(values[i : i + step]) / len(values[i : i + step]) for i in range(0, len(values), step)][-width:]
+    lo, hi = min(pts), max(pts)
+    span = hi - lo or 1.0
+    return "".join(_SPARK[min(len(_SPARK) - 1, int((v - lo) / span * (len(_SPARK) - 1)))] for v in pts)
+
+
+def progress_table(snapshot: dict[str, dict[str, Any]], started: float) -> Table:
+    from partaware.lab.objectives import ROWS_BY_NAME
+
+    table = Table(title=f"lab pretraining ({time.perf_counter() - started:.0f} s)")
+    for col in ("encoder", "family", "state", "step", "loss", "first → now", "curve"):
+        table.add_column(col)
+    for name, s in snapshot.items():
+        losses = s.get("losses") or []
+        loss = f"{s['loss']:.4f}" if s.get("loss") is not None else "-"
+        trend = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
+        table.add_row(
+            f"lab/{name}",
+            ROWS_BY_NAME[name].family,
+            s["state"],
+            f"{s['step']}/{s['total']}",
+            loss,
+            trend,
+            sparkline(losses),
+        )
+    return table
+
+
+def ensure_dataset(root: StorageRoot, dataset: str, version: str | None) -> str:
+    """The dataset version to train on; the synthetic dataset is prepared (with the quickstart's
+    options, so ``partctl submit`` reuses it) when no version exists yet."""
+    from partaware.datasets import DATASETS, prepare_dataset
+    from partaware.datasets.store import list_versions
+
+    dataset = DATASETS.resolve(dataset)
+    if version or list_versions(root, dataset):
+        return version or list_versions(root, dataset)[-1].version
+    from partaware.cli.jobs import find_spec
+    from partaware.spec import load_spec
+
+    options = next((d.options for d in load_spec(find_spec("quickstart")).datasets if d.name == dataset), {})
+    console.print(f"preparing {dataset} with {options or 'defaults'} (not prepared yet under {root.uri})")
+    prepared, _ = prepare_dataset(root, dataset, options=options)
+    return prepared.version
+
+
+@app.command()
+def pretrain(
+    objectives: str = typer.Option("all", help="all | comma list of objectives (supervised,mocov3,dino,mae,...)."),
+    dataset: str = typer.Option("synthetic", help="Prepared dataset to pretrain on (training split only)."),
+    dataset_version: str = typer.Option(None, help="Dataset version (default: the newest prepared)."),
+    steps: int = typer.Option(None, help="Optimiser steps per objective (default: the lab's measured budget)."),
+    batch_size: int = typer.Option(None, help="Images per step (default: the lab's budget)."),
+    seed: int = typer.Option(0, help="Seed: initialisation, data order, views and masks."),
+    storage: str = typer.Option(None, help="Storage root (default $PARTAWARE_STORAGE or ./partaware-store)."),
+    ray: bool = typer.Option(True, "--ray/--no-ray", help="Each objective as its own Ray task (default) or here."),
+) -> None:
+    """Pretrain the lab encoders: the same tiny ViT, data and budget under each objective (cached, resumable)."""
+    from partaware.lab.ray_train import pretrain as run_pretrain
+    from partaware.lab.ray_train import resolve_objectives
+
+    names = resolve_objectives(objectives)
+    root = StorageRoot.open(storage)
+    version = ensure_dataset(root, dataset, dataset_version)
+    started = time.perf_counter()
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+
+        def show(snapshot: dict[str, dict[str, Any]]) -> None:
+            live.update(progress_table(snapshot, started))
+
+        results = run_pretrain(
+            root, names, dataset=dataset, dataset_version=version, steps=steps, batch_size=batch_size,
+            seed=seed, progress=show, use_ray=ray,
+        )  # fmt: skip
+    table = Table(title=f"lab encoders (storage root: {root.uri})")
+    cols = ("encoder", "family", "status", "loss first → last", "learning curve", "seconds", "images seen", "budget")
+    for col in (*cols, "weights"):
+        table.add_column(col)
+    for name, info in results.items():
+        curve_name = info.get("learning_curve", "loss")
+        curve = info["loss_curve"] if curve_name == "loss" else info.get("metric_curves", {}).get(curve_name, [])
+        learning = f"{curve_name} {curve[0]:.3f} → {curve[-1]:.3f}" if curve else "-"
+        table.add_row(
+            f"lab/{name}",
+            info["family"],
+            "cached" if info.get("cached") else "trained",
+            f"{info['loss_first']:.3f} → {info['loss_last']:.3f}",
+            learning,
+            f"{info['seconds']:.1f}",
+            str(info["images_seen"]),
+            info["budget_key"],
+            info["weights_digest"][:12],
+        )
+    console.print(table)
+    console.print(f"total {time.perf_counter() - started:.1f} s", highlight=False)

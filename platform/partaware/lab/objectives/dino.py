@@ -1,0 +1,134 @@
+"""DINO (Caron et al. 2021) at lab scale: self-distillation with no labels.
+
+Student = backbone + DINO head (3-layer MLP, l2-normalised bottleneck, weight-normalised prototypes
+with the norm fixed, DINO's ``norm_last_layer``); teacher = EMA of the student (momentum on a cosine
+schedule to 1). Multi-crop: two global views and several small local views (position embeddings
+resampled to their grid); the teacher sees only the globals. Teacher outputs are centred (EMA
+centre) and sharpened (low teacher temperature); the loss is the cross-entropy between teacher and
+student distributions over every (teacher global, other student view) pair. The lab encoder is the
+teacher backbone, as DINO evaluates it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from partaware.lab.augment import ViewRecipe, multi_crop
+from partaware.lab.backbone import LAB_MEAN, LAB_STD, forward_tokens
+from partaware.lab.objectives.base import Metrics, Objective, cosine_schedule, ema_update, mlp
+
+
+class DINOHead(nn.Module):
+    """MLP -> l2-normalised bottleneck -> cosine similarity to ``out_dim`` prototypes."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, bottleneck: int = 64):
+        super().__init__()
+        self.mlp = mlp([in_dim, hidden, hidden, bottleneck], bn=False)
+        self.prototypes = nn.Parameter(torch.randn(out_dim, bottleneck) * 0.02)
+        self.freeze_prototypes = False  # DINO's ``freeze_last_layer``: fixed prototypes early in training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        protos = self.prototypes.detach() if self.freeze_prototypes else self.prototypes
+        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(protos, dim=-1))
+
+
+def dino_ce(teacher_probs: torch.Tensor, student_logits: torch.Tensor, student_temp: float) -> torch.Tensor:
+    """Mean over rows of ``-sum p_teacher log softmax(student / T_s)``."""
+    return torch.sum(-teacher_probs * F.log_softmax(student_logits / student_temp, dim=-1), dim=-1).mean()
+
+
+class Centre(nn.Module):
+    """The teacher's EMA centre (a buffer, so it is checkpointed with the objective)."""
+
+    def __init__(self, dim: int, momentum: float = 0.9):
+        super().__init__()
+        self.register_buffer("value", torch.zeros(1, dim))
+        self.momentum = momentum
+
+    def probs(self, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+        return F.softmax((teacher_logits - self.value) / temp, dim=-1)
+
+    @torch.no_grad()
+    def update(self, teacher_logits: torch.Tensor) -> None:
+        batch_centre = teacher_logits.reshape(-1, teacher_logits.shape[-1]).mean(dim=0, keepdim=True)
+        self.value.mul_(self.momentum).add_(batch_centre, alpha=1 - self.momentum)
+
+
+class DINO(Objective):
+    name, family = "dino", "contrastive"
+    n_global, n_local = 2, 4
+    views_per_image = 2 + 4 * 0.25  # local crops have a quarter of the tokens
+    learning_curve = "kl"
+
+    def __init__(
+        self,
+        *,
+        out_dim: int = 512,
+        student_temp: float = 0.1,
+        teacher_temp: float = 0.04,
+        momentum: float = 0.99,
+        freeze_fraction: float = 0.1,
+        **kw,
+    ):
+        super().__init__(**kw)
+        d = self.backbone.embed_dim
+        self.head = DINOHead(d, out_dim)
+        self.teacher_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
+        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.centre = Centre(out_dim)
+        self.student_temp, self.teacher_temp, self.base_momentum = student_temp, teacher_temp, momentum
+        self.freeze_steps = int(freeze_fraction * self.total_steps)
+        jitter = {"jitter_p": 0.8, "jitter": 0.4, "gray_p": 0.2}
+        self.global_recipe = ViewRecipe(self.input_size, scale=(0.35, 1.0), blur_p=0.5, **jitter)
+        self.local_recipe = ViewRecipe(
+            self.input_size // 2, scale=(0.08, 0.35), blur_p=0.5, blur_sigma=(0.1, 0.5), **jitter
+        )
+
+    def student_head(self, step: int) -> DINOHead:
+        self.head.freeze_prototypes = step < self.freeze_steps
+        return self.head
+
+    def crops(self, images: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        views = multi_crop(
+            images, self.global_recipe, self.local_recipe, gen,
+            n_global=self.n_global, n_local=self.n_local, mean=LAB_MEAN, std=LAB_STD,
+        )  # fmt: skip
+        return [v.to(self.device) for v in views]
+
+    def loss(self, images, labels, gen, step) -> tuple[torch.Tensor, Metrics]:
+        views = self.crops(images, gen)
+        head = self.student_head(step)
+        student = [head(forward_tokens(self.backbone, v)[:, 0]) for v in views]
+        with torch.no_grad():
+            teacher = [
+                self.teacher_head(forward_tokens(self.teacher_backbone, v)[:, 0]) for v in views[: self.n_global]
+            ]
+            teacher_logits = torch.stack(teacher)
+            probs = self.centre.probs(teacher_logits, self.teacher_temp)
+        total, pairs = 0.0, 0
+        for iq in range(self.n_global):
+            for v, s in enumerate(student):
+                if v == iq:
+                    continue
+                total = total + dino_ce(probs[iq], s, self.student_temp)
+                pairs += 1
+        self.centre.update(teacher_logits)
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean().item()
+        loss = total / pairs
+        return loss, {"teacher_entropy": entropy, "kl": loss.item() - entropy}
+
+    def momentum(self, step: int) -> float:
+        return cosine_schedule(self.base_momentum, 1.0, step, self.total_steps)
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        m = self.momentum(step)
+        ema_update(self.teacher_backbone, self.backbone, m)
+        ema_update(self.teacher_head, self.head, m)
+
+    def export_backbone(self) -> nn.Module:
+        return self.teacher_backbone

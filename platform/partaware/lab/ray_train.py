@@ -1,0 +1,212 @@
+"""Pretraining as Ray work: each objective is its own Ray task (one GPU each when the cluster has
+GPUs, so a cluster trains them in parallel), with live loss reports through a small actor.
+
+``pretrain`` is what the CLI (``partctl pretrain``) and the job driver call: it trains only the
+objectives whose weights under this budget are not already complete, and resumes interrupted ones
+from their checkpoints. The compute is ``partaware.lab.train.train_objective``; this module only
+spreads it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from partaware.errors import PartawareError
+from partaware.lab.objectives import OBJECTIVES, objective_names
+from partaware.lab.train import DEFAULT_BATCH, DEFAULT_STEPS, LATEST_FILE, Budget, lab_info
+from partaware.storage import StorageRoot
+
+#: progress(snapshot): snapshot maps objective -> {"step", "total", "loss", "losses", "state"}
+ProgressFn = Callable[[dict[str, dict[str, Any]]], None]
+
+
+class PretrainError(PartawareError, RuntimeError):
+    """One or more objectives failed; the others' weights and every checkpoint are kept."""
+
+
+def resolve_objectives(objectives: str | Iterable[str] | None) -> list[str]:
+    """``all`` / ``None`` / a comma list / names -> canonical objective names (unknown names raise)."""
+    if objectives is None:
+        return objective_names()
+    items = objectives.split(",") if isinstance(objectives, str) else list(objectives)
+    items = [i.strip() for i in items if i.strip()]
+    if not items or "all" in items:
+        return objective_names()
+    out: list[str] = []
+    for item in items:
+        name = OBJECTIVES.resolve(item.removeprefix("lab/"))
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def make_budget(*, steps: int | None, batch_size: int | None, seed: int, dataset: str, dataset_version: str) -> Budget:
+    return Budget(
+        steps=steps or DEFAULT_STEPS,
+        batch_size=batch_size or DEFAULT_BATCH,
+        seed=seed,
+        dataset=dataset,
+        dataset_version=dataset_version,
+    )
+
+
+def pretrain(
+    root: StorageRoot | str | None,
+    objectives: str | Iterable[str] | None = "all",
+    *,
+    dataset: str = "synthetic",
+    dataset_version: str | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    use_ray: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Make sure every objective has weights under one budget; returns objective -> weights info.
+
+    Cached objectives are not retrained (their info has ``cached: True``); ``lab/<objective>``
+    then resolves to this budget. With ``use_ray=False`` objectives train one after the other in
+    this process (debugging, and machines without Ray).
+    """
+    from partaware.lab.data import load_lab_data, open_lab_dataset
+
+    root = root if isinstance(root, StorageRoot) else StorageRoot.open(root)
+    names = resolve_objectives(objectives)
+    prepared = open_lab_dataset(root, dataset, dataset_version)
+    budget = make_budget(
+        steps=steps, batch_size=batch_size, seed=seed, dataset=prepared.name, dataset_version=prepared.version
+    )
+    key = budget.key()
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        info = lab_info(root, name, key)
+        if info is not None:
+            root.write_json({"budget_key": key}, "weights", "lab", name, LATEST_FILE)
+            results[name] = {**info, "cached": True}
+    todo = [n for n in names if n not in results]
+    if progress:
+        progress(
+            {
+                n: {"step": budget.steps, "total": budget.steps, "loss": results[n]["loss_last"],
+                    "losses": results[n]["loss_curve"], "state": "cached"} if n in results
+                else {"step": 0, "total": budget.steps, "loss": None, "losses": [], "state": "queued"}
+                for n in names
+            }
+        )  # fmt: skip
+    if not todo:
+        return {n: results[n] for n in names}
+    data = load_lab_data(prepared, size=budget.input_size, split=budget.split)
+    trained = (
+        _train_with_ray(root, todo, budget, data, progress)
+        if use_ray
+        else _train_here(root, todo, budget, data, progress)
+    )
+    results.update(trained)
+    return {n: results[n] for n in names}
+
+
+def _train_here(root, names, budget, data, progress) -> dict[str, dict[str, Any]]:
+    from partaware.lab.train import train_objective
+
+    snapshot = {n: {"step": 0, "total": budget.steps, "loss": None, "losses": [], "state": "queued"} for n in names}
+
+    def on_step(objective: str, step: int, total: int, loss: float) -> None:
+        entry = snapshot[objective]
+        entry.update(step=step, total=total, loss=loss, state="training")
+        entry["losses"].append(loss)
+        if progress:
+            progress(snapshot)
+
+    out = {}
+    for name in names:
+        out[name] = train_objective(root, name, budget, data, on_step=on_step)
+        snapshot[name]["state"] = "done"
+        if progress:
+            progress(snapshot)
+    return out
+
+
+def _train_with_ray(root, names, budget, data, progress) -> dict[str, dict[str, Any]]:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    hub = _progress_hub().remote({n: budget.steps for n in names})
+    data_ref = ray.put(data)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    task = _train_task().options(num_cpus=1, num_gpus=1 if gpus else 0)
+    # costliest first (multi-crop, two views), so the last task to start is a short one
+    order = sorted(names, key=lambda n: -OBJECTIVES.get(n).views_per_image)
+    refs = {task.remote(root.uri, n, budget.model_dump(), data_ref, hub): n for n in order}
+    results, errors = {}, {}
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+        for ref in ready:
+            name = refs[ref]
+            try:
+                results[name] = ray.get(ref)
+                hub.set_state.remote(name, "done")
+            except Exception as e:  # a failed objective must not hide the others' results
+                errors[name] = e
+                hub.set_state.remote(name, "failed")
+        if progress:
+            progress(ray.get(hub.snapshot.remote()))
+    ray.kill(hub)
+    if errors:
+        detail = "; ".join(f"{n}: {getattr(e, 'cause', None) or e}" for n, e in errors.items())
+        raise PretrainError(f"pretraining failed for {sorted(errors)} (rerun resumes from checkpoints): {detail}")
+    return results
+
+
+def _train_task():
+    """The Ray remote function (built lazily so importing this module does not import Ray)."""
+    import ray
+
+    @ray.remote
+    def train_one(root_uri: str, objective: str, budget: dict, data, hub) -> dict[str, Any]:
+        import torch
+
+        from partaware.lab.train import Budget, train_objective
+
+        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        last = [0.0]
+
+        def on_step(name: str, step: int, total: int, loss: float) -> None:
+            now = time.monotonic()
+            if now - last[0] > 0.25 or step == total:  # a few reports a second are plenty
+                last[0] = now
+                hub.report.remote(name, step, total, loss)
+
+        root = StorageRoot.open(root_uri)
+        return train_objective(root, objective, Budget(**budget), data, on_step=on_step, threads=1, device=device)
+
+    return train_one
+
+
+def _progress_hub():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class ProgressHub:
+        """Collects (step, loss) reports from the training tasks; the driver polls ``snapshot``."""
+
+        def __init__(self, totals: dict[str, int]):
+            self.state = {
+                n: {"step": 0, "total": t, "loss": None, "losses": [], "state": "queued"} for n, t in totals.items()
+            }
+
+        def report(self, name: str, step: int, total: int, loss: float) -> None:
+            entry = self.state[name]
+            entry.update(step=step, total=total, loss=loss, state="training")
+            entry["losses"].append(loss)
+
+        def set_state(self, name: str, state: str) -> None:
+            self.state[name]["state"] = state
+
+        def snapshot(self) -> dict:
+            return self.state
+
+    return ProgressHub

@@ -1,0 +1,167 @@
+"""The pretraining lab's compute core, on real tiny timm ViTs and the real synthetic dataset (no Ray).
+
+Kept small: a 64-image dataset at 64 px and a handful of steps per objective.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from partaware.datasets import prepare_dataset
+from partaware.encoders.loading import load_encoder
+from partaware.encoders.registry import select_encoders
+from partaware.errors import StorageError, UnknownNameError
+from partaware.lab import augment
+from partaware.lab.backbone import LAB_MEAN, LAB_STD, create_backbone, forward_tokens, forward_visible
+from partaware.lab.data import load_lab_data
+from partaware.lab.objectives import objective_names
+from partaware.lab.objectives.base import block_masking, random_masking
+from partaware.lab.train import Budget, bind_budget, fit, publish_weights, train_objective
+from partaware.lab.zoo import lab_spec
+from partaware.storage import StorageRoot
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Other work shares this machine's two cores: one torch thread keeps the tests polite and steady."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def lab_root(tmp_path_factory) -> StorageRoot:
+    root = StorageRoot.open(str(tmp_path_factory.mktemp("lab") / "store"))
+    prepare_dataset(root, "synthetic", options={"size": 64, "image_size": 64}, workers=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lab_data(lab_root):
+    from partaware.datasets.store import open_prepared
+
+    return load_lab_data(open_prepared(lab_root, "synthetic"), size=64)
+
+
+def test_data_reads_train_split_only(lab_root, lab_data):
+    from partaware.datasets.store import open_prepared
+
+    table = open_prepared(lab_root, "synthetic").manifest().to_pydict()
+    train_images = {
+        u
+        for u, s, lv in zip(table["image_uri"], table["split"], table["level"], strict=True)
+        if s == "train" and lv == "object"
+    }
+    assert len(lab_data) == len(train_images)
+    assert lab_data.images.dtype == torch.uint8 and lab_data.images.shape[1:] == (3, 64, 64)
+    assert lab_data.class_names[:2] == ["dog", "bird"] and int(lab_data.labels.max()) < 8
+
+
+def test_token_forward_matches_timm():
+    torch.manual_seed(0)
+    model = create_backbone().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours = forward_tokens(model, x)
+        theirs = model.forward_features(x)
+        keep = torch.arange(64).expand(2, -1)
+        visible_all = forward_visible(model, x, keep)
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(visible_all, theirs)
+    small = forward_tokens(model, torch.randn(2, 3, 32, 32))  # local crop: resampled positions
+    assert small.shape == (2, 1 + 16, model.embed_dim)
+
+
+def test_masks_have_exact_counts():
+    gen = torch.Generator().manual_seed(0)
+    m = block_masking(5, 8, 26, gen)
+    assert m.shape == (5, 64) and m.sum(1).tolist() == [26] * 5
+    keep, masked = random_masking(3, 64, 0.75, gen)
+    assert keep.shape == (3, 16) and masked.shape == (3, 48)
+    assert all(set(k.tolist()).isdisjoint(mk.tolist()) for k, mk in zip(keep, masked, strict=True))
+
+
+def test_views_are_a_function_of_the_generator(lab_data):
+    recipe = augment.ViewRecipe(32, jitter_p=0.8, gray_p=0.2, blur_p=0.5)
+    batch = lab_data.images[:6]
+    a = augment.make_views(batch, recipe, torch.Generator().manual_seed(3), mean=LAB_MEAN, std=LAB_STD)
+    b = augment.make_views(batch, recipe, torch.Generator().manual_seed(3), mean=LAB_MEAN, std=LAB_STD)
+    c = augment.make_views(batch, recipe, torch.Generator().manual_seed(4), mean=LAB_MEAN, std=LAB_STD)
+    assert a.shape == (6, 3, 32, 32)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize("objective", objective_names())
+def test_objective_loss_decreases(objective, lab_root, lab_data):
+    """Every objective learns something on the synthetic data: mean loss of the last steps < first steps."""
+    budget = bind_budget(Budget(steps=24, batch_size=16, lr=1e-3, seed=0), lab_data)
+    fitted = fit(lab_root, objective, budget, lab_data, checkpoint_every=1000)
+    assert all(torch.isfinite(torch.tensor(fitted.losses)))
+    name = fitted.model.learning_curve  # "loss", or DINO/iBOT's student-teacher KL (see objectives/base.py)
+    curve = fitted.losses if name == "loss" else fitted.metric_curves[name]
+    first, last = sum(curve[:4]) / 4, sum(curve[-4:]) / 4
+    assert last < first, f"{objective}: {name} {first:.4f} -> {last:.4f}"
+
+
+def test_published_weights_load_through_the_zoo_with_identical_features(tmp_path, lab_root, lab_data):
+    root = StorageRoot.open(str(tmp_path / "w"))
+    budget = bind_budget(Budget(steps=2, batch_size=8, seed=1), lab_data)
+    fitted = fit(root, "dino", budget, lab_data)
+    info = publish_weights(root, "dino", budget, lab_data, fitted)
+    enc = load_encoder("lab/dino", root=root)
+    assert enc.weights_digest == info["weights_digest"] and enc.spec.family == "contrastive"
+    x = augment.normalise(lab_data.images[:4], mean=LAB_MEAN, std=LAB_STD)
+    exported = fitted.model.export_backbone().eval()
+    with torch.no_grad():
+        expected = exported.forward_features(x)
+    feats = enc.encode(x, ["cls", "mean", "patch:12"])
+    torch.testing.assert_close(feats["cls"], expected[:, 0])
+    torch.testing.assert_close(feats["mean"], expected[:, 1:].mean(1))
+    assert feats["patch:12"].shape == (4, 96, 8, 8)
+    # the teacher is what DINO exports, not the student
+    assert not torch.equal(exported.pos_embed, fitted.model.backbone.pos_embed)
+    # a pinned spec names one budget exactly
+    pinned = load_encoder(lab_spec("dino", info["budget_key"]), root=root)
+    assert pinned.weights_digest == enc.weights_digest
+
+
+def test_resume_replays_an_uninterrupted_run(tmp_path, lab_data):
+    budget = Budget(steps=6, batch_size=8, seed=2)
+    a = StorageRoot.open(str(tmp_path / "a"))
+    straight = train_objective(a, "supervised", budget, lab_data)
+    b = StorageRoot.open(str(tmp_path / "b"))
+    stopped = train_objective(b, "supervised", budget, lab_data, stop_after=3)
+    assert stopped["stopped_at"] == 3 and not b.is_complete("weights", "lab", "supervised", straight["budget_key"])
+    resumed = train_objective(b, "supervised", budget, lab_data)
+    assert resumed["resumed_from_step"] == 3
+    assert resumed["loss_curve"] == pytest.approx(straight["loss_curve"], rel=1e-4)
+    wa = load_encoder("lab/supervised", root=a).model.state_dict()
+    wb = load_encoder("lab/supervised", root=b).model.state_dict()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    again = train_objective(b, "supervised", budget, lab_data)
+    assert again["cached"] and again["weights_digest"] == resumed["weights_digest"]
+
+
+def test_zoo_lists_lab_encoders_and_missing_weights_say_what_to_run(tmp_path):
+    names = select_encoders(["all"], zoo="lab")
+    assert set(names) == {f"lab/{o}" for o in objective_names()}
+    assert select_encoders(["family:mim"], zoo="lab") == [n for n in names if n in {"lab/mae", "lab/beit", "lab/cae"}]
+    with pytest.raises(StorageError, match="partctl pretrain --objectives mae"):
+        load_encoder("lab/mae", root=StorageRoot.open(str(tmp_path / "empty")))
+    with pytest.raises(UnknownNameError, match="supervised"):
+        lab_spec("simclr")
+
+
+def test_corrupt_weights_are_refused(tmp_path, lab_data):
+    root = StorageRoot.open(str(tmp_path / "c"))
+    info = train_objective(root, "mae", Budget(steps=1, batch_size=4), lab_data)
+    path = root.join("weights", "lab", "mae", info["budget_key"], "backbone.pt")
+    data = bytearray(root.fs.cat_file(path))
+    data[-20] ^= 0xFF
+    root.fs.pipe_file(path, bytes(data))
+    with pytest.raises(StorageError, match="corrupt"):
+        load_encoder("lab/mae", root=root)
