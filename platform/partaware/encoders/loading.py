@@ -92,11 +92,10 @@ def load_encoder(
     seed: int = 0,
 ) -> LoadedEncoder:
     """Build, load (strictly) and freeze an encoder. Random weights only when the spec says so."""
-    if isinstance(name_or_spec, EncoderSpec):
-        spec = name_or_spec
-    else:
-        _load_builtin_encoders()
-        spec = ENCODERS.get(name_or_spec)
+    # Always: family modules install their converters and weight resolvers (lab, url, timm) on import,
+    # and a Ray worker handed a spec (not a name) has imported none of them yet.
+    _load_builtin_encoders()
+    spec = name_or_spec if isinstance(name_or_spec, EncoderSpec) else ENCODERS.get(name_or_spec)
     if spec.variant and spec.variant not in VARIANTS:
         raise SpecError(f"encoder {spec.name!r}: unknown variant {spec.variant!r}; valid: {sorted(VARIANTS)}")
     head_state = None
