@@ -86,7 +86,7 @@ def test_gallery_image_has_the_grid_and_frames_of_the_neighbours():
     res = build_gallery(
         patches,
         None,
-        {"enc_a": feats, "enc_b/projected": feats[::-1].copy()},
+        {"enc_a": feats, "lab/enc_b · projected": feats[::-1].copy()},
         labels,
         queries=[0, 5],
         top_k=3,
@@ -100,7 +100,7 @@ def test_gallery_image_has_the_grid_and_frames_of_the_neighbours():
         for c, colour in enumerate(expected):
             x, y = g.cell_origin(qi, 0, 2, c + 1)
             assert tuple(img[y + 1, x + 1]) == colour
-    assert [s["encoder"] for s in res.summary] == ["enc_a", "enc_b"]
+    assert [s["encoder"] for s in res.summary] == ["enc_a", "lab/enc_b"]  # a namespaced name stays whole
     assert res.summary[1]["feature"] == "projected"
     assert res.summary[0]["same_part_fraction"] == pytest.approx(0.5)
 

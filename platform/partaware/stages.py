@@ -65,6 +65,23 @@ def _stage_probe(ctx: RunContext) -> StageResult:
     return stage_probe(ctx)
 
 
+def stage_gallery(ctx: RunContext) -> StageResult:
+    """Patch-retrieval galleries (paper Figures 2 and 4) of the job's encoders on its first dataset's
+    annotated part patches, encoded and (for encoders with a head) projected; the report embeds them."""
+    start = time.perf_counter()
+    dataset = ctx.spec.datasets[0].name
+    if "part" not in ctx.spec.levels:
+        return StageResult("gallery", "skipped", 0.0, "no part level in this job")
+    from partaware.report.gallery_job import GalleryRecipe, make_gallery
+
+    encoders = ctx.spec.resolved_encoders()
+    recipe = GalleryRecipe(dataset=dataset, encoders=encoders, features=["encoded", "projected"], source="parts",
+                           seed=ctx.spec.seed)  # fmt: skip
+    _, paths, cache_hits = make_gallery(ctx.root, recipe, out=ctx.run_root, name="parts")
+    status = "cached" if set(cache_hits) >= set(encoders) else "ran"
+    return StageResult("gallery", status, time.perf_counter() - start, paths.get("png", ""), {"gallery": paths})
+
+
 def _stage_report(ctx: RunContext) -> StageResult:
     from partaware.report.stage import stage_report
 
@@ -78,5 +95,6 @@ STAGES: list[tuple[str, Callable[[RunContext], StageResult]]] = [
     ("pretrain", stage_pretrain),
     ("extract", _stage_extract),
     ("probe", _stage_probe),
+    ("gallery", stage_gallery),
     ("report", _stage_report),
 ]

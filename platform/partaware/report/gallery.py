@@ -25,6 +25,9 @@ from partaware.errors import DatasetError, SpecError
 
 BACKGROUND = "background"
 SIM_KS = (1, 4, 9, 49)
+#: Separates encoder and feature type in a gallery row's name ("mocov3 · projected"); not "/", which
+#: encoder names use for their namespace (``lab/dino``).
+FEATURE_SEP = " · "
 GREEN, RED, GREY = (26, 158, 60), (210, 40, 40), (150, 150, 150)
 
 # --- patch databases ----------------------------------------------------------------------------------------
@@ -471,7 +474,7 @@ def build_gallery(
         idx, sims = nearest_neighbours(feats, queries, top_k, exclude=exclude)
         rows.append((name, idx, sims))
         neighbours[name] = idx
-        encoder, _, feature = name.partition("/")
+        encoder, _, feature = name.partition(FEATURE_SEP)
         stats = retrieval_summary(feats, labels, queries, top_k=top_k, exclude=exclude)
         summary.append({"encoder": encoder, "feature": feature or "-", **stats})
     if patches.shape[1] != geometry.cell:

@@ -18,6 +18,7 @@ import numpy as np
 
 from partaware.errors import SpecError
 from partaware.report.gallery import (
+    FEATURE_SEP,
     GalleryGeometry,
     GalleryResult,
     PatchDatabase,
@@ -138,7 +139,7 @@ def make_gallery(
         multi = len(taps) > 1
         for tap in enc_taps:
             label = {"mean": "encoded", "cls": "cls", "proj": "projected"}[tap]
-            features[f"{spec.name}/{label}" if multi or tap == "proj" else spec.name] = feats[tap]
+            features[f"{spec.name}{FEATURE_SEP}{label}" if multi or tap == "proj" else spec.name] = feats[tap]
     if not features:
         raise SpecError(f"none of the encoders {recipe.encoders} offers the features {recipe.features}")
     query_idx = resolve_queries(queries, db)
