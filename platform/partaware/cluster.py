@@ -68,6 +68,9 @@ def ray_session(address: str | None = None, *, log: Callable[[str], None] | None
     Reuses a Ray this process already started (tests, notebooks) and leaves it running; otherwise
     shuts down what it started.
     """
+    if not address:  # before Ray is imported: it reads these once, at import
+        for key, value in _EMBEDDED_ENV.items():
+            os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
@@ -81,8 +84,6 @@ def ray_session(address: str | None = None, *, log: Callable[[str], None] | None
             raise ClusterError(f"cannot attach to the Ray cluster at {address}: {e}") from None
         where = f"attached to cluster {address}"
     else:
-        for key, value in _EMBEDDED_ENV.items():
-            os.environ.setdefault(key, value)
         cpus = machine_cpus()
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
