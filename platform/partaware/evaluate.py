@@ -116,7 +116,7 @@ def stage_probe(ctx: RunContext) -> StageResult:
     ran = cached = 0
     skipped: list[str] = []
     bar = ctx.progress("probe") if ctx.progress else nullcontext(None)
-    manifests: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}  # one manifest per dataset, the current encoder's features
     with bar as update:
         for done, (plan, info) in enumerate(plans, start=1):
             key = probe_key(info["key"], plan, search_identity)
@@ -126,7 +126,7 @@ def stage_probe(ctx: RunContext) -> StageResult:
                 records.append(record)
                 cached += 1
             else:
-                record = _run_one(ctx, plan, info, manifests, open_prepared, read_features, run_probe_search)
+                record = _run_one(ctx, plan, info, loaded, open_prepared, read_features, run_probe_search)
                 if record is None:
                     skipped.append(f"{plan.encoder}/{plan.dataset}/{plan.level}/{plan.task}")
                 else:
@@ -143,23 +143,27 @@ def stage_probe(ctx: RunContext) -> StageResult:
     return StageResult("probe", status, time.perf_counter() - start, detail, {"results": len(records)})
 
 
-def _run_one(ctx: RunContext, plan: ProbePlan, info: dict, manifests: dict, open_prepared, read_features, search):
+def _run_one(ctx: RunContext, plan: ProbePlan, info: dict, loaded: dict, open_prepared, read_features, search):
+    from partaware.extract.pipeline import resolve_spec
+
     spec = ctx.spec
-    if plan.dataset not in manifests:
+    if ("manifest", plan.dataset) not in loaded:
         prepared = open_prepared(ctx.root, plan.dataset, info["dataset_version"])
-        manifests[plan.dataset] = (prepared, prepared.manifest())
-    prepared, manifest = manifests[plan.dataset]
+        loaded["manifest", plan.dataset] = (prepared, prepared.manifest())
+    prepared, manifest = loaded["manifest", plan.dataset]
     rows = _labelled_rows(manifest, plan.level)
     if not rows:
         return None
-    fs = read_features(ctx.root, info["key"])
+    if loaded.get("features", (None,))[0] != info["key"]:  # plans come grouped by encoder: read each set once
+        loaded["features"] = (info["key"], read_features(ctx.root, info["key"]))
+    fs = loaded["features"][1]
     depth_tap = max((t for t in fs.features if t.startswith("patch:")), key=lambda t: int(t[6:]), default=None)
     if plan.feature == "tokens" and depth_tap is None:
         return None
     feats, labels = split_arrays(fs, rows, plan.feature, depth_tap)
     if plan.task != "retrieval" and ("train" not in feats or "test" not in feats):
         return None
-    encoder = _encoder_spec(plan.encoder)
+    encoder = resolve_spec(plan.encoder)
     name = f"{plan.encoder}-{plan.dataset}-{plan.level}-{plan.task}-{plan.feature}".replace("/", "_")
     outcome = search(
         plan.task, feats, labels, space=spec.search.get(plan.task), settings=spec.search_settings, seed=spec.seed,
@@ -172,12 +176,6 @@ def _run_one(ctx: RunContext, plan: ProbePlan, info: dict, manifests: dict, open
         weights_digest=fs.info.get("weights_digest", ""), feature_key=info["key"],
         random_weights=encoder.weights.kind == "random", versions=_versions(),
     )  # fmt: skip
-
-
-def _encoder_spec(name: str):
-    from partaware.extract.pipeline import resolve_spec
-
-    return resolve_spec(name)
 
 
 def _versions() -> dict[str, str]:
