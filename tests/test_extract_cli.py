@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from _tiny_encoder import TINY
 from partaware.datasets import prepare_dataset
-from partaware.encoders.base import EncoderSpec, WeightsSource
 
 PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
-TINY = EncoderSpec(
-    name="test/vit_tiny_rand",
-    family="supervised",
-    zoo="test",
-    arch="vit_tiny_patch16_224",
-    arch_kwargs={"img_size": 64},
-    input_size=64,
-    weights=WeightsSource(kind="random"),
-)
 
 
 def partctl(*args):

@@ -22,6 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _tiny_encoder import TINY
 from partaware.datasets import prepare_dataset
 from partaware.datasets.store import DatasetBuild
 from partaware.encoders.base import EncoderSpec, WeightsSource
@@ -39,15 +40,6 @@ from partaware.storage import StorageRoot
 
 pytestmark = pytest.mark.ray
 
-TINY = EncoderSpec(
-    name="test/vit_tiny_rand",
-    family="supervised",
-    zoo="test",
-    arch="vit_tiny_patch16_224",
-    arch_kwargs={"img_size": 64},
-    input_size=64,
-    weights=WeightsSource(kind="random"),
-)
 # slower (ViT-S at 128 px) so a run lasts long enough to be interrupted part-way
 SLOW = EncoderSpec(
     name="test/vit_small_rand_128",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from partaware.encoders.base import EncoderSpec, WeightsSource
+from _tiny_encoder import TINY
 from partaware.errors import StorageError
 from partaware.extract.crops import RegionError, crop_regions, normalise, pixel_box
 from partaware.extract.features import (
@@ -22,16 +22,6 @@ from partaware.extract.features import (
 )
 from partaware.extract.pipeline import RunStats, ShardWriter, plan_shards
 from partaware.extract.worker import FeatureExtractor
-
-TINY = EncoderSpec(
-    name="test/vit_tiny_rand",
-    family="supervised",
-    zoo="test",
-    arch="vit_tiny_patch16_224",
-    arch_kwargs={"img_size": 64},
-    input_size=64,
-    weights=WeightsSource(kind="random"),
-)
 
 
 def _png(array: np.ndarray) -> bytes:

@@ -21,14 +21,7 @@ from partaware.lab.train import Budget, bind_budget, fit, publish_weights, train
 from partaware.lab.zoo import lab_spec
 from partaware.storage import StorageRoot
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Other work shares this machine's two cores: one torch thread keeps the tests polite and steady."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from partaware.lab.objectives.mae import normalised_patches
 from partaware.lab.train import Budget, bind_budget, fit, train_objective
 from partaware.storage import StorageRoot
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
