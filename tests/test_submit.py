@@ -110,7 +110,7 @@ def _wait_for_stage(store: Path, stage: str, proc: subprocess.Popen, timeout: fl
 @pytest.mark.ray
 def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp_path):
     """Interrupted in a working stage, the run resumes there: finished stages are not run again."""
-    spec, store = write_spec(tmp_path, "slow"), tmp_path / "store"
+    spec, store = write_spec(tmp_path, "slow", size=64), tmp_path / "store"  # extract lasts long enough to stop
     last_working = "extract"  # the stage that takes seconds here (Ray Data); later ones finish too fast to catch
     proc = subprocess.Popen(
         [PARTCTL, "submit", str(spec), "--storage", str(store)],
