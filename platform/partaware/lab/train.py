@@ -44,7 +44,7 @@ INFO_FILE = "info.json"
 LATEST_FILE = "latest.json"
 
 #: Defaults measured on a 2-core laptop CPU (see docs/lab.md): all objectives in about 4-5 minutes.
-DEFAULT_STEPS = 60
+DEFAULT_STEPS = 100
 DEFAULT_BATCH = 48
 
 #: (objective, step, total steps, loss) -> None
