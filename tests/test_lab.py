@@ -12,8 +12,8 @@ from partaware.datasets import prepare_dataset
 from partaware.encoders.loading import load_encoder
 from partaware.encoders.registry import select_encoders
 from partaware.errors import StorageError, UnknownNameError
-from partaware.lab import augment
 from partaware.extract.crops import crop_regions
+from partaware.lab import augment
 from partaware.lab.backbone import (
     LAB_ARCH_KWARGS,
     LAB_MEAN,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from partaware.datasets.store import PreparedDataset, open_prepared
 from partaware.errors import DatasetError
 from partaware.extract.crops import crop_regions
