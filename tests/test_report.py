@@ -312,3 +312,37 @@ def test_report_of_a_run_on_object_storage(s3_bucket):
     assert paths["html"].startswith(f"{s3_bucket}/store/runs/s3-run/")
     assert run.exists("report.html") and run.exists("figures", "object_vs_part.png")
     assert "tiny_mim" in run.read_bytes("report.md").decode()
+
+
+def test_lab_pretraining_section_shows_the_runs_budget_time_and_curves(store, one_torch_thread):
+    """The provenance names each lab encoder's budget, images seen, time and loss curve, from the infos the
+    run's pretrain stage recorded (real lab training, 2 steps); a run without lab encoders has no section."""
+    from dataclasses import asdict
+
+    from partaware.datasets import prepare_dataset
+    from partaware.driver import StageResult
+    from partaware.lab.data import load_lab_data
+    from partaware.lab.train import Budget, train_objective
+
+    prepared, _ = prepare_dataset(store, "synthetic", options={"size": 24, "image_size": 64}, workers=1)
+    data = load_lab_data(prepared, size=64)
+    budget = Budget(steps=2, batch_size=4, seed=0)
+    infos = {o: train_objective(store, o, budget, data) for o in ("supervised", "dino")}
+    infos["mae"] = {"objective": "mae", "budget_key": "x", "stopped_at": 1, "losses": [1.0]}  # interrupted
+    run = write_run(store, "lab-1", synthetic_records())
+    run.write_json(asdict(StageResult("pretrain", "ran", 1.0, "", {"lab": infos})), "stages", "pretrain.json")
+    build_report(run, formats=["md", "html"])
+    md = run.read_bytes("report.md").decode()
+    assert "### Lab pretraining" in md and "under one budget" in md
+    sup = _md_row(md, "lab/supervised", after="### Lab pretraining")
+    dino = _md_row(md, "lab/dino", after="### Lab pretraining")
+    assert sup[1] == "supervised" and sup[2] == "8" and dino[1] == "CL" and dino[3] == "3.00"
+    assert sup[5] == f"{infos['supervised']['loss_first']:.3f} → {infos['supervised']['loss_last']:.3f}"
+    assert dino[6].startswith("kl: ") and sup[6] == "the loss"
+    assert "lab/mae" not in md.split("### Lab pretraining")[1].split("**lab budget**")[0]  # no weights, no row
+    assert "arch: partaware_lab_vit" in md and "steps: 2" in md
+    _assert_png(run.read_bytes("figures", "lab_pretraining.png"))
+    plain = write_run(store, "plain-1", synthetic_records())
+    build_report(plain, formats=["md"])
+    assert "Lab pretraining" not in plain.read_bytes("report.md").decode()
+    assert not plain.exists("figures", "lab_pretraining.png")

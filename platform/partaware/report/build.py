@@ -17,6 +17,7 @@ from partaware.errors import SpecError
 from partaware.report import figures as figs
 from partaware.report.claims import ClaimResult, check_claims
 from partaware.report.compare import Comparison, compare_runs
+from partaware.report.lab import lab_pretraining
 from partaware.report.paper import (
     PAPER_COLUMNS,
     PAPER_ENCODERS,
@@ -85,6 +86,7 @@ class ReportData:
     provenance: dict[str, Any]
     galleries: list[Gallery] = field(default_factory=list)
     comparison: Comparison | None = None
+    lab: list[dict[str, Any]] = field(default_factory=list)  # lab encoders' budget and curves (report/lab.py)
 
 
 def report_data(
@@ -96,6 +98,7 @@ def report_data(
     paper_names: Mapping[str, str] | None = None,
     galleries: Sequence[Gallery] = (),
     compare: tuple[str, Sequence[ResultRecord]] | None = None,
+    lab: Sequence[dict[str, Any]] = (),
 ) -> ReportData:
     """Compute everything a report shows from records (aggregated here)."""
     recs = aggregate(records)
@@ -127,6 +130,8 @@ def report_data(
         if png:
             figures[name] = png
         searches.append(SearchInfo(r, name))
+    if lab:
+        figures["lab_pretraining.png"] = figs.lab_curves(lab)
     comparison = None
     if compare is not None:
         other_id, other_records = compare
@@ -147,6 +152,7 @@ def report_data(
         provenance=provenance or {},
         galleries=list(galleries),
         comparison=comparison,
+        lab=list(lab),
     )
 
 
@@ -223,6 +229,7 @@ def build_report(
         paper_names=paper_names,
         galleries=read_galleries(run_root),
         compare=compare,
+        lab=lab_pretraining(run_root),
     )
     return write_report(run_root, data, chosen)
 

@@ -4,7 +4,9 @@
   rank at each level joined by a line (a line going up = relatively part-aware);
 - ``family_bars``: per family, the mean object and part score with the spread over its encoders;
 - ``search_plot``: one hyperparameter search: the metric of every trial against each searched axis
-  (learning rate on a log scale), trials stopped early by ASHA drawn as crosses, the chosen trial as a star.
+  (learning rate on a log scale), trials stopped early by ASHA drawn as crosses, the chosen trial as a star;
+- ``lab_curves``: the lab encoders' pretraining curves, one panel per objective (losses differ in kind
+  and scale across objectives, so they share no axis).
 """
 
 from __future__ import annotations
@@ -212,5 +214,28 @@ def same_images(pairs, encoder_order: Sequence[str]) -> bytes:
         ax.legend(fontsize=8, ncol=2, loc="upper left")
         top = max(v for pv in pair.values.values() for v in pv)
         ax.set_ylim(0, top * 1.2 if top > 0 else 1)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def lab_curves(rows: Sequence[dict]) -> bytes:
+    """One small panel per lab encoder: its training loss per step (and, where the learning curve is a
+    metric the loss reports, such as DINO's student-teacher KL, that metric on the same panel)."""
+    cols = min(4, len(rows))
+    nrows = -(-len(rows) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(rows) :]:
+        ax.set_visible(False)
+    for ax, row in zip(axes.flat, rows, strict=False):
+        colour = FAMILY_COLOURS.get(row["family"], "grey")
+        ax.plot(range(1, len(row["loss_curve"]) + 1), row["loss_curve"], color=colour, lw=1.2, label="loss")
+        if row["curve_name"] != "loss" and row["curve"]:
+            steps = range(1, len(row["curve"]) + 1)
+            ax.plot(steps, row["curve"], color="black", lw=1.0, ls="--", label=row["curve_name"])
+            ax.legend(fontsize=7, loc="upper right")
+        seconds = row.get("seconds")
+        ax.set_title(f"{row['encoder']} ({seconds:.0f} s)" if seconds is not None else row["encoder"], fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
     fig.tight_layout()
     return _png(fig)

@@ -13,6 +13,7 @@ import yaml
 
 from partaware.report.build import ReportData
 from partaware.report.claims import FAILS, HOLDS
+from partaware.report.lab import shared_budget
 from partaware.report.paper import PAPER_COLUMNS, PAPER_ENCODERS
 from partaware.report.tables import FAMILY_LABEL
 
@@ -396,8 +397,48 @@ def _compare_blocks(d: ReportData) -> list[Block]:
     return out
 
 
+def _lab_blocks(d: ReportData) -> list[Block]:
+    """The lab encoders' pretraining: one shared budget, then time, images and loss per objective."""
+    if not d.lab:
+        return []
+    budget = shared_budget(d.lab)
+    keys = sorted({r["budget_key"] for r in d.lab})
+    out: list[Block] = [
+        Heading(3, "Lab pretraining", "lab"),
+        Para(
+            f"{len(d.lab)} lab encoders, pretrained by the platform under "
+            f"{'one budget' if len(keys) == 1 else f'{len(keys)} budgets'} ({', '.join(keys)}): the same backbone, "
+            "images, steps x batch and optimiser for every objective. Images seen count images, as the papers "
+            "count epochs; views per image shows the compute each method spends on one."
+        ),
+    ]
+    rows = [
+        [
+            r["encoder"],
+            FAMILY_LABEL.get(r["family"], r["family"]),
+            str(r["images_seen"] or "–"),
+            fmt(r["views_per_image"], 2),
+            fmt(r["seconds"], 0),
+            f"{fmt(r['loss_first'], 3)} → {fmt(r['loss_last'], 3)}",
+            f"{r['curve_name']}: {fmt(r['curve'][0], 3)} → {fmt(r['curve'][-1], 3)}"
+            if r["curve"] and r["curve_name"] != "loss"
+            else "the loss",
+            r["device"] or "–",
+            "cached" if r["cached"] else "trained in this run",
+        ]
+        for r in d.lab
+    ]
+    header = ["encoder", "family", "images seen", "views/image", "seconds", "loss first → last", "learning curve"]
+    out.append(TableBlock([*header, "device", "weights"], rows))
+    if "lab_pretraining.png" in d.figures:
+        out.append(Image("lab_pretraining.png", d.figures["lab_pretraining.png"], "Lab pretraining curves."))
+    if budget:
+        out.append(Pre(yaml.safe_dump(budget, sort_keys=False, width=110), "lab budget"))
+    return out
+
+
 def _provenance_blocks(d: ReportData) -> list[Block]:
-    out: list[Block] = [Heading(2, "Provenance", "provenance")]
+    out: list[Block] = [Heading(2, "Provenance", "provenance"), *_lab_blocks(d)]
     for key, value in d.provenance.items():
         if isinstance(value, str):
             out.append(Pre(value, key))

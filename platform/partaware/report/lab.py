@@ -1,0 +1,75 @@
+"""The lab's pretraining record for a report: budget, time and loss curve of each lab encoder.
+
+Read from what the run itself recorded, the ``pretrain`` stage's outputs (``stages/pretrain.json``:
+each objective's weights ``info.json``, also when the stage was cached), so the report shows the
+weights that produced its numbers, never a newer budget trained since.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from partaware.storage import StorageRoot
+
+#: budget fields every lab encoder of a run shares (shown once); the rest differ per objective
+SHARED_BUDGET_KEYS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_fraction",
+    "grad_clip",
+    "optimizer",
+    "seed",
+    "input_size",
+    "dataset",
+    "dataset_version",
+    "split",
+    "backbone",
+    "lab_version",
+)
+
+
+def lab_pretraining(run_root: StorageRoot) -> list[dict[str, Any]]:
+    """One row per lab encoder the run pretrained or reused, sorted by objective; [] when none."""
+    if not run_root.exists("stages", "pretrain.json"):
+        return []
+    try:
+        infos = run_root.read_json("stages", "pretrain.json").get("outputs", {}).get("lab", {})
+    except (ValueError, OSError):
+        return []
+    rows = []
+    for objective, info in sorted(infos.items()):
+        if not isinstance(info, dict) or "budget" not in info:
+            continue  # an objective that failed or stopped early has no published weights
+        curve_name = info.get("learning_curve", "loss")
+        curves = {"loss": info.get("loss_curve", []), **info.get("metric_curves", {})}
+        curve = curves.get(curve_name, [])
+        rows.append(
+            {
+                "encoder": f"lab/{objective}",
+                "family": info.get("family", ""),
+                "budget_key": info.get("budget_key", ""),
+                "budget": info["budget"],
+                "images_seen": info.get("images_seen"),
+                "views_per_image": info.get("views_per_image"),
+                "train_images": info.get("train_images"),
+                "seconds": info.get("seconds"),
+                "device": info.get("device", ""),
+                "loss_first": info.get("loss_first"),
+                "loss_last": info.get("loss_last"),
+                "loss_curve": list(info.get("loss_curve", [])),
+                "curve_name": curve_name,
+                "curve": list(curve),
+                "cached": bool(info.get("cached", False)),
+            }
+        )
+    return rows
+
+
+def shared_budget(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The budget fields all rows agree on (all of them, under one budget key)."""
+    if not rows:
+        return {}
+    first = rows[0]["budget"]
+    return {k: first[k] for k in SHARED_BUDGET_KEYS if k in first and all(r["budget"].get(k) == first[k] for r in rows)}
