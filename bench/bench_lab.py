@@ -2,7 +2,7 @@
 and the projected wall time of the default budget on a 2-core machine.
 
 Each objective trains a few steps of the default batch with one torch thread (as a Ray task does) on the
-quickstart's training images (synthetic, 1200 images, downscaled to 64 px). CPU seconds per step are
+quickstart's training objects (synthetic, 1000 images, 64-px object crops). CPU seconds per step are
 measured with ``process_time`` as well as wall time: on a shared, loaded machine the CPU figure is the
 one that projects; two Ray tasks run at once on two cores, so the projection is sum(CPU) / 2.
 
@@ -34,7 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = StorageRoot.open(args.storage or tmp)
         start = time.perf_counter()
-        prepared, _ = prepare_dataset(root, "synthetic", options={"size": 1200, "image_size": 224})
+        prepared, _ = prepare_dataset(root, "synthetic", options={"size": 1000, "image_size": 224})
         data = load_lab_data(prepared, size=64)
         print(f"dataset + decode: {time.perf_counter() - start:.1f} s, {len(data)} training images")
         names = objective_names() if args.objectives == "all" else args.objectives.split(",")

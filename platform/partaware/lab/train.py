@@ -43,7 +43,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 INFO_FILE = "info.json"
 LATEST_FILE = "latest.json"
 
-#: Defaults measured on a 2-core laptop CPU (see docs/lab.md): all objectives in about 4-5 minutes.
+#: Defaults measured on a 2-core laptop CPU (see docs/lab.md): all seven objectives in about 3.5 minutes.
 DEFAULT_STEPS = 100
 DEFAULT_BATCH = 48
 
