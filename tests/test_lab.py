@@ -5,6 +5,8 @@ Kept small: a 64-image dataset at 64 px and a handful of steps per objective.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -26,6 +28,7 @@ from partaware.lab.backbone import (
 from partaware.lab.data import load_lab_data
 from partaware.lab.objectives import objective_names
 from partaware.lab.objectives.base import block_masking, random_masking
+from partaware.lab.objectives.dino import Centre
 from partaware.lab.train import Budget, bind_budget, fit, publish_weights, train_objective
 from partaware.lab.zoo import lab_spec
 from partaware.storage import StorageRoot
@@ -132,6 +135,24 @@ def test_objective_loss_decreases(objective, lab_root, lab_data):
     curve = fitted.losses if name == "loss" else fitted.metric_curves[name]
     first, last = sum(curve[:4]) / 4, sum(curve[-4:]) / 4
     assert last < first, f"{objective}: {name} {first:.4f} -> {last:.4f}"
+    if objective == "dino":  # no collapse: the teacher stays far from uniform (entropy log K); it used not to
+        entropy, k = fitted.metric_curves["teacher_entropy"], fitted.model.head.prototypes.shape[0]
+        assert sum(entropy[-4:]) / 4 < 0.75 * math.log(k), entropy
+
+
+def test_centre_starts_at_the_first_batch_mean_then_moves_by_ema():
+    centre = Centre(4, momentum=0.9)
+    first, second = torch.randn(2, 8, 4), torch.randn(2, 8, 4)
+    probs = centre.probs(first, 0.04)
+    torch.testing.assert_close(centre.value, first.reshape(-1, 4).mean(0, keepdim=True))
+    torch.testing.assert_close(probs, torch.softmax((first - centre.value) / 0.04, dim=-1))
+    start = centre.value.clone()
+    centre.update(first)
+    centre.probs(second, 0.04)  # started: no second reset
+    torch.testing.assert_close(centre.value, start)
+    centre.update(second)
+    torch.testing.assert_close(centre.value, 0.9 * start + 0.1 * second.reshape(-1, 4).mean(0, keepdim=True))
+    assert bool(centre.state_dict()["started"])  # checkpointed: a resumed run does not restart it
 
 
 def test_published_weights_load_through_the_zoo_with_identical_features(tmp_path, lab_root, lab_data):

@@ -7,6 +7,13 @@ resampled to their grid); the teacher sees only the globals. Teacher outputs are
 centre) and sharpened (low teacher temperature); the loss is the cross-entropy between teacher and
 student distributions over every (teacher global, other student view) pair. The lab encoder is the
 teacher backbone, as DINO evaluates it.
+
+Two settings differ from DINO's ViT defaults, for a run of a hundred steps instead of hundreds of
+thousands (measured, docs/lab.md): the head uses BatchNorm between its hidden layers (DINO's own
+``--use_bn_in_head`` option), and the centre starts at the first batch's mean instead of zero. Without
+them the head's outputs are nearly the same for every image at initialisation (cosine 0.95), the
+zero centre lets every image get the same sharp target for the first steps, the student collapses onto
+it within 4 steps, and once the centre catches up the teacher is uniform (entropy log K).
 """
 
 from __future__ import annotations
@@ -23,17 +30,19 @@ from partaware.lab.objectives.base import Metrics, Objective, cosine_schedule, e
 
 
 class DINOHead(nn.Module):
-    """MLP -> l2-normalised bottleneck -> cosine similarity to ``out_dim`` prototypes."""
+    """MLP -> l2-normalised bottleneck -> cosine similarity to ``out_dim`` prototypes; any leading
+    dimensions (iBOT applies it to every token), BatchNorm statistics over all of them."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, bottleneck: int = 64):
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, bottleneck: int = 64, use_bn: bool = True):
         super().__init__()
-        self.mlp = mlp([in_dim, hidden, hidden, bottleneck], bn=False)
+        self.mlp = mlp([in_dim, hidden, hidden, bottleneck], bn=use_bn)
         self.prototypes = nn.Parameter(torch.randn(out_dim, bottleneck) * 0.02)
         self.freeze_prototypes = False  # DINO's ``freeze_last_layer``: fixed prototypes early in training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         protos = self.prototypes.detach() if self.freeze_prototypes else self.prototypes
-        return F.linear(F.normalize(self.mlp(x), dim=-1), F.normalize(protos, dim=-1))
+        z = self.mlp(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+        return F.linear(F.normalize(z, dim=-1), F.normalize(protos, dim=-1))
 
 
 def dino_ce(teacher_probs: torch.Tensor, student_logits: torch.Tensor, student_temp: float) -> torch.Tensor:
@@ -42,20 +51,28 @@ def dino_ce(teacher_probs: torch.Tensor, student_logits: torch.Tensor, student_t
 
 
 class Centre(nn.Module):
-    """The teacher's EMA centre (a buffer, so it is checkpointed with the objective)."""
+    """The teacher's EMA centre (buffers, so it is checkpointed with the objective); it starts at the
+    first batch's mean (``started``), not at zero."""
 
     def __init__(self, dim: int, momentum: float = 0.9):
         super().__init__()
         self.register_buffer("value", torch.zeros(1, dim))
+        self.register_buffer("started", torch.zeros((), dtype=torch.bool))
         self.momentum = momentum
 
     def probs(self, teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+        if not bool(self.started):
+            self.value.copy_(self.batch_centre(teacher_logits))
+            self.started.fill_(True)
         return F.softmax((teacher_logits - self.value) / temp, dim=-1)
+
+    @staticmethod
+    def batch_centre(teacher_logits: torch.Tensor) -> torch.Tensor:
+        return teacher_logits.reshape(-1, teacher_logits.shape[-1]).mean(dim=0, keepdim=True)
 
     @torch.no_grad()
     def update(self, teacher_logits: torch.Tensor) -> None:
-        batch_centre = teacher_logits.reshape(-1, teacher_logits.shape[-1]).mean(dim=0, keepdim=True)
-        self.value.mul_(self.momentum).add_(batch_centre, alpha=1 - self.momentum)
+        self.value.mul_(self.momentum).add_(self.batch_centre(teacher_logits), alpha=1 - self.momentum)
 
 
 class DINO(Objective):

@@ -56,7 +56,8 @@ class IBOT(DINO):
             forward_tokens(self.backbone, v, mask=m, mask_token=self.mask_token)
             for v, m in zip(views[:g], masks, strict=True)
         ]
-        s_cls = [head(t[:, 0]) for t in s_glob] + [head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]]
+        s_out = [head(t) for t in s_glob]  # every token of a global view at once, as the teacher's (one BN batch)
+        s_cls = [o[:, 0] for o in s_out] + [head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]]
         with torch.no_grad():
             t_tok = [forward_tokens(self.teacher_backbone, v) for v in views[:g]]
             t_out = torch.stack([self.teacher_head(t) for t in t_tok])  # G x B x (1+N) x K
@@ -72,7 +73,7 @@ class IBOT(DINO):
         loss_mim, n_mim = 0.0, 0
         for i in range(g):
             if bool(masks[i].any()):
-                s_patch = head(s_glob[i][:, 1:][masks[i]])
+                s_patch = s_out[i][:, 1:][masks[i]]
                 loss_mim = loss_mim + dino_ce(patch_probs[i][masks[i]], s_patch, self.student_temp)
                 n_mim += 1
         self.centre.update(cls_logits)
