@@ -5,7 +5,10 @@ The student's global views are masked blockwise (half of the images, 10-50% of t
 learned mask token replacing the patch embedding); the teacher sees them unmasked. The loss is the
 DINO loss on [CLS] over multi-crop pairs plus, on each global view, the cross-entropy between the
 teacher's and the student's patch distributions at the masked positions. Head shared between [CLS]
-and patches (iBOT's ``shared_head``), separate centres. The lab encoder is the teacher backbone.
+and patches (iBOT's ``shared_head``), separate centres. The head's BatchNorm (see ``dino.py``) sees the
+[CLS] tokens and the patch tokens as two batches: pooled, the 64 patches per image set the statistics
+and the [CLS] outputs flattened (teacher entropy 5.1 -> 5.8 nats over 100 steps, against 3.5 -> 3.6
+apart). The lab encoder is the teacher backbone.
 """
 
 from __future__ import annotations
@@ -56,12 +59,12 @@ class IBOT(DINO):
             forward_tokens(self.backbone, v, mask=m, mask_token=self.mask_token)
             for v, m in zip(views[:g], masks, strict=True)
         ]
-        s_out = [head(t) for t in s_glob]  # every token of a global view at once, as the teacher's (one BN batch)
-        s_cls = [o[:, 0] for o in s_out] + [head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]]
+        s_cls = [head(t[:, 0]) for t in s_glob] + [head(forward_tokens(self.backbone, v)[:, 0]) for v in views[g:]]
+        s_patches = [head(t[:, 1:]) for t in s_glob]  # B x N x K
         with torch.no_grad():
             t_tok = [forward_tokens(self.teacher_backbone, v) for v in views[:g]]
-            t_out = torch.stack([self.teacher_head(t) for t in t_tok])  # G x B x (1+N) x K
-            cls_logits, patch_logits = t_out[:, :, 0], t_out[:, :, 1:]
+            cls_logits = torch.stack([self.teacher_head(t[:, 0]) for t in t_tok])  # G x B x K
+            patch_logits = torch.stack([self.teacher_head(t[:, 1:]) for t in t_tok])  # G x B x N x K
             cls_probs = self.centre.probs(cls_logits, self.teacher_temp)
             patch_probs = self.patch_centre.probs(patch_logits, self.patch_temp(step))
         loss_cls, pairs = 0.0, 0
@@ -73,7 +76,7 @@ class IBOT(DINO):
         loss_mim, n_mim = 0.0, 0
         for i in range(g):
             if bool(masks[i].any()):
-                s_patch = s_out[i][:, 1:][masks[i]]
+                s_patch = s_patches[i][masks[i]]
                 loss_mim = loss_mim + dino_ce(patch_probs[i][masks[i]], s_patch, self.student_temp)
                 n_mim += 1
         self.centre.update(cls_logits)
