@@ -13,33 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partaware.lab.augment import ViewRecipe
 from partaware.lab.backbone import forward_tokens
-from partaware.lab.objectives.base import Metrics, Objective, block_masking
-from partaware.lab.objectives.tokenizer import KMeansTokenizer
+from partaware.lab.objectives.base import Metrics
+from partaware.lab.objectives.tokenizer import VisualTokenObjective
 
 
-class BEiT(Objective):
+class BEiT(VisualTokenObjective):
     name, family = "beit", "mim"
     views_per_image = 1.0
 
     def __init__(self, *, num_tokens: int = 64, mask_ratio: float = 0.4, **kw):
-        super().__init__(**kw)
-        d = self.backbone.embed_dim
-        self.grid = self.backbone.patch_embed.grid_size[0]
-        self.num_masked = int(round(mask_ratio * self.grid * self.grid))
-        self.tokenizer = KMeansTokenizer(num_tokens)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
-        nn.init.normal_(self.mask_token, std=0.02)
-        self.lm_head = nn.Linear(d, num_tokens)
-        self.recipe = ViewRecipe(self.input_size, scale=(0.25, 1.0), jitter_p=0.8, jitter=0.4)
-
-    def setup(self, images: torch.Tensor, gen: torch.Generator) -> None:
-        self.tokenizer.fit(images, gen)
+        super().__init__(num_tokens=num_tokens, mask_ratio=mask_ratio, **kw)
+        self.lm_head = nn.Linear(self.backbone.embed_dim, num_tokens)
 
     def loss(self, images, labels, gen, step) -> tuple[torch.Tensor, Metrics]:
         x = self.view(images, self.recipe, gen)
-        mask = block_masking(x.shape[0], self.grid, self.num_masked, gen).to(x.device)
+        mask = self.draw_mask(x.shape[0], gen, x.device)
         targets = self.tokenizer.tokens(x)[mask]
         tokens = forward_tokens(self.backbone, x, mask=mask, mask_token=self.mask_token)
         logits = self.lm_head(tokens[:, 1:][mask])

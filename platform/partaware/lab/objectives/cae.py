@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block, Mlp
 from torch import nn
 
-from partaware.lab.augment import ViewRecipe
 from partaware.lab.backbone import forward_visible, position_embeddings
-from partaware.lab.objectives.base import Metrics, Objective, block_masking
-from partaware.lab.objectives.tokenizer import KMeansTokenizer
+from partaware.lab.objectives.base import Metrics
+from partaware.lab.objectives.tokenizer import VisualTokenObjective
 
 
 class CrossBlock(nn.Module):
@@ -36,7 +35,7 @@ class CrossBlock(nn.Module):
         return q + self.mlp(self.norm_mlp(q))
 
 
-class CAE(Objective):
+class CAE(VisualTokenObjective):
     name, family = "cae", "mim"
     views_per_image = 1.0  # visible half + the masked half (target latents, no gradient)
 
@@ -50,28 +49,19 @@ class CAE(Objective):
         align_weight: float = 2.0,
         **kw,
     ):
-        super().__init__(**kw)
+        super().__init__(num_tokens=num_tokens, mask_ratio=mask_ratio, **kw)
         d = self.backbone.embed_dim
-        self.grid = self.backbone.patch_embed.grid_size[0]
-        self.num_masked = int(round(mask_ratio * self.grid * self.grid))
-        self.tokenizer = KMeansTokenizer(num_tokens)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
-        nn.init.normal_(self.mask_token, std=0.02)
         self.regressor = nn.ModuleList([CrossBlock(d, 3) for _ in range(regressor_depth)])
         self.regressor_norm = nn.LayerNorm(d)
         self.decoder = nn.Sequential(*[Block(d, num_heads=3) for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(d)
         self.decoder_head = nn.Linear(d, num_tokens)
         self.align_weight = align_weight
-        self.recipe = ViewRecipe(self.input_size, scale=(0.25, 1.0), jitter_p=0.8, jitter=0.4)
-
-    def setup(self, images: torch.Tensor, gen: torch.Generator) -> None:
-        self.tokenizer.fit(images, gen)
 
     def loss(self, images, labels, gen, step) -> tuple[torch.Tensor, Metrics]:
         x = self.view(images, self.recipe, gen)
         b = x.shape[0]
-        mask = block_masking(b, self.grid, self.num_masked, gen).to(x.device)
+        mask = self.draw_mask(b, gen, x.device)
         order = torch.argsort(mask.int(), dim=1, stable=True)  # visible first, then masked (sorted)
         n_vis = mask.shape[1] - self.num_masked
         visible, masked = order[:, :n_vis], order[:, n_vis:]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partaware.lab.augment import normalise
+from partaware.lab.augment import ViewRecipe, normalise
 from partaware.lab.backbone import LAB_MEAN, LAB_PATCH, LAB_STD
+from partaware.lab.objectives.base import Objective, block_masking
 from partaware.lab.objectives.mae import normalised_patches
 
 
@@ -53,3 +54,24 @@ class KMeansTokenizer(nn.Module):
         p = normalised_patches(images)
         b, n, d = p.shape
         return torch.cdist(p.reshape(b * n, d), self.codebook).argmin(dim=1).view(b, n)
+
+
+class VisualTokenObjective(Objective):
+    """What BEiT and CAE share: blockwise masks of a fixed size, a learned mask token, their augmentation,
+    and targets from a ``KMeansTokenizer`` fitted on the training images before step 0."""
+
+    def __init__(self, *, num_tokens: int = 64, mask_ratio: float = 0.4, **kw):
+        super().__init__(**kw)
+        self.grid = self.backbone.patch_embed.grid_size[0]
+        self.num_masked = int(round(mask_ratio * self.grid * self.grid))
+        self.tokenizer = KMeansTokenizer(num_tokens)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, self.backbone.embed_dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.recipe = ViewRecipe(self.input_size, scale=(0.25, 1.0), jitter_p=0.8, jitter=0.4)
+
+    def setup(self, images: torch.Tensor, gen: torch.Generator) -> None:
+        self.tokenizer.fit(images, gen)
+
+    def draw_mask(self, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        """``n x N`` bool, exactly ``num_masked`` patches per image."""
+        return block_masking(n, self.grid, self.num_masked, gen).to(device)
