@@ -40,18 +40,11 @@ __all__ = [
 StateDict = dict[str, torch.Tensor]
 
 
-#: architectures the project registers in timm itself -> the module whose import registers them
-#: (a Ray worker that only unpickled a spec has not imported it yet).
-PROJECT_ARCHS: dict[str, str] = {"partaware_lab_vit": "partaware.lab.backbone"}
-
-
 def build_model(spec: EncoderSpec) -> torch.nn.Module:
-    import importlib
-
+    """The timm model of ``spec`` (project architectures such as ``partaware_lab_vit`` are registered in
+    timm by the built-in encoder modules that ``load_encoder`` imports first)."""
     import timm
 
-    if spec.arch in PROJECT_ARCHS:
-        importlib.import_module(PROJECT_ARCHS[spec.arch])
     return timm.create_model(spec.arch, pretrained=False, num_classes=0, **spec.arch_kwargs)
 
 

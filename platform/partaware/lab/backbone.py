@@ -7,9 +7,10 @@ convolutional stem (three stride-2 3x3 convs with BatchNorm, then a 1x1 projecti
 Convolutions Help Transformers See Better", 2021) with the same token grid did. Width 96 and depth 6
 keep a step cheap on a laptop CPU; the paper's segmentation taps map to blocks 4 and 6.
 
-The model is registered in timm as ``partaware_lab_vit``, so the exported state dict loads strictly into
-``timm.create_model(LAB_ARCH, num_classes=0, **LAB_ARCH_KWARGS)`` once this module is imported, which is
-what ``partaware.encoders.loading.build_model`` does for a lab spec.
+The model is registered in timm as ``partaware_lab_vit`` when this module is imported, so the exported
+state dict loads strictly into ``timm.create_model(LAB_ARCH, num_classes=0, **LAB_ARCH_KWARGS)``; every
+``load_encoder`` call (also in a Ray worker that only unpickled a spec) imports ``partaware.lab.zoo``, and
+with it this module, as one of the built-in encoder modules.
 
 The token-level forwards below reuse the model's own modules (stem, position embedding, blocks, final
 norm) so objectives can mask, drop or replace tokens (MAE, BEiT, iBOT, CAE) without any parameter

@@ -11,24 +11,6 @@ from typing import Any
 
 from partaware.storage import StorageRoot
 
-#: budget fields every lab encoder of a run shares (shown once); the rest differ per objective
-SHARED_BUDGET_KEYS = (
-    "steps",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "warmup_fraction",
-    "grad_clip",
-    "optimizer",
-    "seed",
-    "input_size",
-    "dataset",
-    "dataset_version",
-    "split",
-    "backbone",
-    "lab_version",
-)
-
 
 def lab_pretraining(run_root: StorageRoot) -> list[dict[str, Any]]:
     """One row per lab encoder the run pretrained or reused, sorted by objective; [] when none."""
@@ -71,5 +53,4 @@ def shared_budget(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The budget fields all rows agree on (all of them, under one budget key)."""
     if not rows:
         return {}
-    first = rows[0]["budget"]
-    return {k: first[k] for k in SHARED_BUDGET_KEYS if k in first and all(r["budget"].get(k) == first[k] for r in rows)}
+    return {k: v for k, v in rows[0]["budget"].items() if all(r["budget"].get(k) == v for r in rows)}
