@@ -1,4 +1,4 @@
-# The two commands of the README. Each sets itself up from a fresh clone: a virtual environment in
+# The commands of the README. Each sets itself up from a fresh clone: a virtual environment in
 # .venv, installed from pyproject.toml (re-installed whenever pyproject.toml changes).
 PYTHON ?= python3
 VENV   := .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: quickstart test lint bench chromium
+.PHONY: quickstart test test-fast lint bench chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ chromium:
 test: $(VENV)/.installed chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+## The fast lane: lint, then every test that needs no Ray, no S3 server, no browser and no long training
+## (under 2 minutes on 2 cores). tests/conftest.py fails a test that uses Ray, S3 or Chromium without its marker.
+test-fast: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not ray and not s3 and not browser and not slow"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _encoder_refs import VIT_B, fab_dino  # noqa: E402  (the test's official-layout fabricator)
 from partaware.encoders.base import LoadedEncoder, load_strict  # noqa: E402
 from partaware.encoders.loading import CONVERTERS, build_head, build_model  # noqa: E402
-from partaware.encoders.registry import ENCODERS, _load_builtin_encoders  # noqa: E402
+from partaware.encoders.registry import ENCODERS  # noqa: E402
 from partaware.encoders.weights import load_checkpoint_bytes  # noqa: E402
 
 
@@ -43,7 +43,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _load_builtin_encoders()
     spec = ENCODERS.get("dino")
     buf = io.BytesIO()
     torch.save(fab_dino(VIT_B, head_dims=(2048, 256, 65536)), buf)

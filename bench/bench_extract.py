@@ -116,7 +116,7 @@ def plain_loop(root: StorageRoot, spec: EncoderSpec, taps, batch: int, workers: 
     from partaware.datasets.store import open_prepared
 
     prepared = open_prepared(root, "synthetic")
-    rows = prepared.manifest().select(["image_uri", "box"]).to_pylist()
+    rows = [r for r in prepared.manifest().select(["image_uri", "box", "label_id"]).to_pylist() if r["label_id"] >= 0]
     files = [os.path.join(prepared.root.path, r["image_uri"]) for r in rows]
     encoder = load_encoder(spec, device="cpu")
     loader = torch.utils.data.DataLoader(
@@ -158,7 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = StorageRoot.open(tmp)
         prepared, _ = prepare_dataset(root, "synthetic", options={"size": args.images, "image_size": 224})
-        n = prepared.info["rows"]
+        n = sum(i >= 0 for i in prepared.manifest().column("label_id").to_pylist())  # the "regions" rows
         print(
             f"extraction: {args.arch} at {args.size} px, batch {args.batch}, {args.threads} torch threads, "
             f"{n} regions from {args.images} synthetic images (224 px), {os.cpu_count()} cores, "

@@ -41,8 +41,8 @@ def plain_patch_backbone() -> torch.nn.Module:
 def whole_images(prepared, crops: LabData, split: str) -> LabData:
     """The same object rows as ``crops``, but each as its whole image (the version-1 data)."""
     table = prepared.manifest().to_pydict()
-    uris = [u for u, s, lv in zip(table["image_uri"], table["split"], table["level"], strict=True)
-            if s == split and lv == "object"]  # fmt: skip
+    uris = [u for u, s, lv, i in zip(table["image_uri"], table["split"], table["level"], table["label_id"], strict=True)
+            if s == split and lv == "object" and i >= 0]  # fmt: skip
     pixels = [crop_regions(prepared.root.read_bytes(safe_relpath(u)), [None], size=64).pixels[0] for u in uris]
     images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
     return LabData(images, crops.labels, crops.class_names, crops.dataset, crops.version)

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
+from partaware.probes.fit import fit_and_score
 from partaware.probes.splits import stratified_validation_split
-from partaware.probes.tasks import fit_and_score
 from partaware.spec import Resources, SearchSettings
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

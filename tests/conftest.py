@@ -1,15 +1,29 @@
-"""Shared fixtures: a temporary storage root, an S3-compatible server on 127.0.0.1, a local Ray.
+"""Shared fixtures: a temporary storage root, an S3-compatible server on 127.0.0.1, a local Ray,
+headless Chromium, and the real ``partctl`` in a subprocess.
 
 Nothing here is mocked except what cannot exist on a test machine: S3 itself is replaced by moto's
 real HTTP server (the code under test speaks HTTP to it through s3fs/botocore, exactly as to AWS).
+
+Markers: a test that starts Ray is marked ``ray``, one that talks to the S3 server ``s3``, one that opens
+Chromium ``browser``, one that trains for long ``slow``; ``make test-fast`` runs the rest
+(``-m "not ray and not s3 and not browser and not slow"``). The guards below fail a test that uses Ray,
+S3 or Chromium without its marker, so the fast lane never starts them by accident.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from _cli import run_partctl
 
 # Set before anything imports Ray or timm: no hub downloads, no usage stats, Ray on loopback only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +31,71 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+#: fixture -> the marker a test using it (directly or through another fixture) must carry
+NEEDS_MARKER = {"ray_local": "ray", "ray_head": "ray", "s3_endpoint": "s3", "s3_bucket": "s3", "chromium": "browser"}
+
+
+def _marks(item: pytest.Item) -> set[str]:
+    return {m.name for m in item.iter_markers()}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture is set up (no Ray started, no server): the markers match the fixtures used."""
+    marks = _marks(item)
+    missing = [
+        f"{f} needs @pytest.mark.{m}" for f, m in NEEDS_MARKER.items() if f in item.fixturenames and m not in marks
+    ]
+    if missing:
+        pytest.fail(f"{item.nodeid}: {'; '.join(missing)} (or it runs in the fast lane)", pytrace=False)
+
+
+def _ray_running_here() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+@pytest.fixture(autouse=True)
+def _no_unmarked_ray_in_process(request):
+    """A test not marked ``ray`` must not start Ray in this process (Ray Data and Tune start one on demand)."""
+    before = _ray_running_here()
+    yield
+    if not before and _ray_running_here() and "ray" not in _marks(request.node):
+        pytest.fail(f"{request.node.nodeid} started Ray without @pytest.mark.ray", pytrace=False)
+
+
+@pytest.fixture
+def partctl(request) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``partctl(*args, timeout=300, env=None, cwd=None)``: the real CLI in a subprocess (tests/_cli.py).
+
+    In a test not marked ``ray`` the command gets its own empty ``RAY_TMPDIR``: a local Ray started by it
+    leaves a session folder there, and the test fails saying so.
+    """
+    marked = "ray" in _marks(request.node)
+
+    def run(*args: str, env: dict[str, str | None] | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
+        if marked:
+            return run_partctl(*args, env=env, **kwargs)
+        ray_tmp = tempfile.mkdtemp(prefix="pa-ray-")  # short: Ray's socket paths live under it
+        try:
+            out = run_partctl(*args, env={"RAY_TMPDIR": ray_tmp, **(env or {})}, **kwargs)
+            if any(Path(ray_tmp).iterdir()):
+                pytest.fail(f"`partctl {' '.join(args)}` started a local Ray: mark the test @pytest.mark.ray")
+            return out
+        finally:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    return run
+
+
+@pytest.fixture
+def chromium():
+    """``chromium(html_path, tmp_path, width=..., height=...)``: the page in headless Chromium, returning
+    (DOM text, console error lines, screenshot path). Needs the ``browser`` marker."""
+    from report_data import render_in_chromium
+
+    return render_in_chromium
 
 
 @pytest.fixture

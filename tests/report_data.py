@@ -2,10 +2,15 @@
 
 ``paper_records`` lays the paper's own numbers (protocol §4) out as a run of the paper's seven encoders would
 record them, one record per seed (seed 0 = number - 0.2, seed 1 = number + 0.2, so mean = the paper's number);
-``synthetic_records`` is a small quickstart-like run with explicit numbers.
+``synthetic_records`` is a small quickstart-like run with explicit numbers; ``control_records`` adds the job's
+random-initialisation controls. Every record carries what a probe writes today: a 95% percentile-bootstrap
+interval over its test items (``bootstrap_interval``: a real bootstrap of fabricated 0/1 outcomes), the
+baselines of its split and its class count; ``legacy=True`` gives records as written before intervals.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from partaware.report.paper import PAPER_ENCODERS, PAPER_REFERENCE
 from partaware.results import ResultRecord, write_results
@@ -41,7 +46,50 @@ _SEG = {
 }
 
 
+#: test items per dataset (ImageNet val, part patches, images for segmentation), for the intervals
+N_TEST = {
+    "imagenet": 50_000,
+    "cub": 5_000,
+    "coco": 3_000,
+    "ade20k": 2_000,
+    "ade20k-part": 2_000,
+    "pascal-part": 5_000,
+    "lip": 10_000,
+    "synthetic": 1_000,
+}
+UNITS = {"retrieval": "queries", "segmentation": "images"}
+#: (dataset, level, task) -> baselines (percent) of its split; random features vary with the encoder's dimension
+BASELINES = {
+    ("imagenet", "object", "linear"): {"chance": 0.1, "majority": 0.1},
+    ("imagenet", "object", "attentive"): {"chance": 0.1, "majority": 0.1},
+    ("cub", "part", "linear"): {"chance": 25.0, "majority": 29.8},
+    ("cub", "part", "attentive"): {"chance": 25.0, "majority": 29.8},
+    ("coco", "part", "linear"): {"chance": 33.3, "majority": 38.0},
+    ("coco", "part", "attentive"): {"chance": 33.3, "majority": 38.0},
+    ("cub", "part", "retrieval"): {"chance": 25.4, "random_features": 26.1},
+    ("coco", "part", "retrieval"): {"chance": 34.0, "random_features": 35.2},
+    ("ade20k", "object", "segmentation"): {"majority": 1.1},
+    ("ade20k-part", "part", "segmentation"): {"majority": 0.3},
+    ("pascal-part", "part", "segmentation"): {"majority": 0.4},
+    ("lip", "part", "segmentation"): {"majority": 3.5},
+    ("synthetic", "object", "linear"): {"chance": 12.5, "majority": 15.3},
+    ("synthetic", "part", "linear"): {"chance": 25.0, "majority": 31.0},
+    ("synthetic", "part", "retrieval"): {"chance": 26.0, "random_features": 27.5},
+}
+N_CLASSES = {"imagenet": 1000, "cub": 4, "coco": 3, "ade20k": 150, "ade20k-part": 209, "pascal-part": 193, "lip": 19}
+
+
+def bootstrap_interval(value: float, n: int, *, seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
+    """95% percentile-bootstrap interval (percent) of a score that is the mean of ``n`` fabricated 0/1 item
+    outcomes with ``round(value * n / 100)`` ones. Resampling n items with replacement from them gives a count of
+    ones that is Binomial(n, k/n): drawn directly, the same bootstrap without an (resamples, n) index matrix."""
+    k = round(value * n / 100)
+    means = np.random.default_rng(seed).binomial(n, k / n, size=resamples) / n * 100
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
 def _trials(value: float, seed: int) -> list[dict]:
+    """Trials as the tuner reports them: the validation metric as a fraction."""
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
     out = []
     for i, lr in enumerate(lrs):
@@ -50,8 +98,9 @@ def _trials(value: float, seed: int) -> list[dict]:
         out.append(
             {
                 "config": {"lr": lr, "weight_decay": [0.0, 1e-4][i % 2]},
-                "metric": round(metric, 3),
+                "metric": round(metric / 100, 5),
                 "iterations": 4 if stopped else 20,
+                "stopped_early": stopped,
             }
         )
     return out
@@ -72,9 +121,56 @@ def record(
     zoo: str = "paper",
     metrics=None,
     trial_results=None,
+    n_test: int | None = None,
+    ci: tuple[float, float] | None = None,
+    baselines: dict[str, float] | None = None,
+    legacy: bool = False,
+    **extra,
 ) -> ResultRecord:
+    """One probe's record; its interval is bootstrapped over ``n_test`` items unless ``ci`` is given, its
+    baselines are the split's (``BASELINES``) unless given; ``legacy``: no interval, no baselines."""
     trials = trial_results if trial_results is not None else []
+    n = n_test or N_TEST.get(dataset, 1_000)
+    if not legacy and ci is None:
+        ci = bootstrap_interval(value, n, seed=seed)
+    fields = _new_fields(encoder, dataset, level, task, feature, value, n, ci, baselines) if not legacy else {}
     return ResultRecord(
+        **{
+            **_base_fields(encoder, family, zoo, dataset, level, task, feature, metric, value, run_id, seed, trials),
+            "metrics": metrics or {metric: value},
+            **fields,
+            **extra,
+        }
+    )
+
+
+def _new_fields(encoder, dataset, level, task, feature, value, n, ci, baselines) -> dict:
+    """What a probe writes since intervals and baselines: interval, per-seed values, baselines, protocol."""
+    return {
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "ci": {
+            "level": 0.95,
+            "method": "percentile bootstrap",
+            "units": UNITS.get(task, "test items"),
+            "resamples": 1000,
+        },
+        "per_seed": [value],
+        "n_test": n,
+        "n_classes": N_CLASSES.get(dataset, 0),
+        "baselines": dict(BASELINES.get((dataset, level, task), {}) if baselines is None else baselines),
+        "protocol": {
+            "task_version": "1",
+            "input": feature,
+            "scored_split": "test",
+            "selection_split": "val",
+            **({"mae_shuffle": "fixed"} if "mae" in encoder else {}),
+        },
+    }
+
+
+def _base_fields(encoder, family, zoo, dataset, level, task, feature, metric, value, run_id, seed, trials) -> dict:
+    return dict(
         run_id=run_id,
         encoder=encoder,
         family=family,
@@ -86,7 +182,6 @@ def record(
         feature=feature,
         metric=metric,
         value=value,
-        metrics=metrics or {metric: value},
         seeds=[seed],
         search_space={
             "lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
@@ -107,9 +202,10 @@ def record(
 
 
 def paper_records(
-    run_id: str = "paper-run", *, changes: dict | None = None, seeds=(0, 1), with_trials: bool = True
+    run_id: str = "paper-run", *, changes: dict | None = None, seeds=(0, 1), with_trials: bool = True, **kw
 ) -> list[ResultRecord]:
-    """The paper's numbers as records. ``changes``: {(paper_key, column): new value} flips chosen numbers."""
+    """The paper's numbers as records. ``changes``: {(paper_key, column): new value} flips chosen numbers;
+    ``kw`` goes to every ``record`` (``legacy=True``)."""
     changes = changes or {}
     out = []
     for key, enc in PAPER_IDS.items():
@@ -133,6 +229,7 @@ def paper_records(
                             run_id=run_id,
                             seed=seed,
                             trial_results=trials,
+                            **kw,
                         )
                     )
             for pkey, (ds, level) in _SEG.items():
@@ -150,6 +247,7 @@ def paper_records(
                         run_id=run_id,
                         seed=seed,
                         metrics=ms,
+                        **kw,
                     )
                 )
     return out
@@ -163,42 +261,52 @@ SYNTHETIC_NUMBERS = {
 }
 
 
-def synthetic_records(run_id: str = "quick", numbers=None) -> list[ResultRecord]:
+def synthetic_records(run_id: str = "quick", numbers=None, *, n_test: int = 1_000, **kw) -> list[ResultRecord]:
+    """Three probes per encoder on the synthetic set: object linear, part linear, part retrieval. ``kw`` goes to
+    every ``record`` (``legacy=True``, ``random_weights=True``, ``zoo=...``)."""
     numbers = numbers or SYNTHETIC_NUMBERS
+    kw = {"zoo": "test", **kw}
     out = []
     for enc, (fam, obj, part, ret) in numbers.items():
-        out.append(
-            record(
-                enc,
-                fam,
-                "synthetic",
-                "object",
-                "linear",
-                "cls",
-                "top1",
-                obj,
-                run_id=run_id,
-                zoo="test",
-                trial_results=_trials(obj, 0),
+        for level, value in (("object", obj), ("part", part)):
+            out.append(
+                record(
+                    enc,
+                    fam,
+                    "synthetic",
+                    level,
+                    "linear",
+                    "cls",
+                    "top1",
+                    value,
+                    run_id=run_id,
+                    trial_results=_trials(value, 0),
+                    n_test=n_test,
+                    **kw,
+                )
             )
-        )
         out.append(
-            record(
-                enc,
-                fam,
-                "synthetic",
-                "part",
-                "linear",
-                "cls",
-                "top1",
-                part,
-                run_id=run_id,
-                zoo="test",
-                trial_results=_trials(part, 0),
-            )
+            record(enc, fam, "synthetic", "part", "retrieval", "mean", "ap", ret, run_id=run_id, n_test=n_test, **kw)
         )
-        out.append(record(enc, fam, "synthetic", "part", "retrieval", "mean", "ap", ret, run_id=run_id, zoo="test"))
     return out
+
+
+#: the random-initialisation control of the synthetic run's architecture: near the baselines
+CONTROL = "control/vit_tiny_patch16_224-1a2b3c"
+CONTROL_NUMBERS = {CONTROL: ("control", 16.0, 33.0, 28.0)}
+
+
+def control_records(run_id: str = "quick", numbers=None, **kw) -> list[ResultRecord]:
+    """The controls a job adds (family and zoo ``control``, random weights), on the synthetic probes."""
+    return synthetic_records(
+        run_id,
+        numbers or CONTROL_NUMBERS,
+        zoo="control",
+        random_weights=True,
+        control=True,
+        control_of="vit_tiny_patch16_224",
+        **kw,
+    )
 
 
 def write_run(root: StorageRoot, run_id: str, records: list[ResultRecord], spec: str = "name: test\n") -> StorageRoot:

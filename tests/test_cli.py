@@ -1,32 +1,13 @@
 """The real ``partctl`` entry point, run as a subprocess the way a user runs it."""
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from _submit_specs import tiny_spec
 
-PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
 
-
-def partctl(*args, cwd=None, env=None):
-    return subprocess.run(
-        [PARTCTL, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-        timeout=300,
-    )
-
-
-def test_help_lists_the_commands():
+def test_help_lists_the_commands(partctl):
     out = partctl("--help")
     assert out.returncode == 0
     for command in ("submit", "validate", "datasets", "data"):
@@ -34,7 +15,7 @@ def test_help_lists_the_commands():
     assert partctl("--version").stdout.startswith("partctl ")
 
 
-def test_data_prepare_synthetic_writes_images_and_manifest(tmp_path):
+def test_data_prepare_synthetic_writes_images_and_manifest(partctl, tmp_path):
     store = tmp_path / "store"
     out = partctl("data", "prepare", "synthetic", "--size", "16", "--image-size", "64", "--storage", str(store))
     assert out.returncode == 0, out.stderr
@@ -49,14 +30,14 @@ def test_data_prepare_synthetic_writes_images_and_manifest(tmp_path):
     assert version.name in listed.stdout + listed.stderr
 
 
-def test_unknown_dataset_lists_valid_ones(tmp_path):
+def test_unknown_dataset_lists_valid_ones(partctl, tmp_path):
     out = partctl("data", "prepare", "synthtic", "--storage", str(tmp_path))
     assert out.returncode == 2
     assert "unknown dataset 'synthtic'. Did you mean 'synthetic'? Valid: " in out.stderr
     assert "cub, " in out.stderr and ", synthetic" in out.stderr  # every registered dataset is listed
 
 
-def test_bad_spec_is_one_line_and_exit_code_2(tmp_path):
+def test_bad_spec_is_one_line_and_exit_code_2(partctl, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "b", "datasets": [{"name": "synthetic"}], "levels": ["whole"]}))
     for command in ("validate", "submit"):
@@ -67,7 +48,8 @@ def test_bad_spec_is_one_line_and_exit_code_2(tmp_path):
         assert len(lines) == 1 and "levels.0" in lines[0] and "'object' or 'part'" in lines[0] and "'whole'" in lines[0]
 
 
-def test_submit_runs_the_existing_stages_and_resumes(tmp_path):
+@pytest.mark.ray
+def test_submit_runs_the_existing_stages_and_resumes(partctl, tmp_path):
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec("tiny")))  # a tiny random-weight ViT declared in the spec: no download
     store = tmp_path / "store"
@@ -80,6 +62,6 @@ def test_submit_runs_the_existing_stages_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("flag", [["--levels", "object,whole"], ["--encoders", "nope"], ["--datasets", "imagenet9"]])
-def test_submit_flags_are_validated(tmp_path, flag):
+def test_submit_flags_are_validated(partctl, tmp_path, flag):
     out = partctl("submit", "quickstart", *flag, "--storage", str(tmp_path))
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -1,10 +1,9 @@
 """``partctl data prepare`` on real-layout fixtures and ``partctl datasets list``, as a user runs them."""
 
-from test_cli import partctl
 from test_datasets_keypoints import make_coco, make_cub
 
 
-def test_prepare_prints_the_summary_and_list_shows_the_version(tmp_path):
+def test_prepare_prints_the_summary_and_list_shows_the_version(tmp_path, partctl):
     src, store = make_cub(tmp_path), tmp_path / "store"
     out = partctl("data", "prepare", "cub", "--source", str(src), "--dest", str(store), "--set", "max_error_rate=0.9")
     assert out.returncode == 0, out.stderr
@@ -26,7 +25,7 @@ def test_prepare_prints_the_summary_and_list_shows_the_version(tmp_path):
         assert f"│ {name} " in listed.stderr
 
 
-def test_prepare_fails_above_the_error_rate_naming_the_bad_records(tmp_path):
+def test_prepare_fails_above_the_error_rate_naming_the_bad_records(tmp_path, partctl):
     src, store = make_coco(tmp_path), tmp_path / "store"
     out = partctl("data", "prepare", "coco", "--source", str(src), "--dest", str(store))
     assert out.returncode == 2

@@ -58,7 +58,14 @@ def test_ade20k_part_one_row_per_image_with_its_label_map(store, tmp_path):
     assert np.array_equal(stored, label_map(48, 32, [0, 5, 209]))
     info = prepared.info["label_maps"]
     assert info["reduce_zero_label"] is True and info["ignore_index"] == 255 and info["num_classes"] == 209
-    assert info["classes"][0] == "part-001" and "placeholder" in info["class_names_source"]
+    # Zhu-compatible: the release's ids, placeholder names shown as such, the list used recorded with its digest
+    assert (
+        info["classes"][0] == "class 1 (unnamed in the release)"
+        and info["classes"][16] == "class 17 (unnamed in the release)"
+    )
+    assert info["class_list"]["name"] == "zhu-ade20k-part-209" and info["class_list"]["named"] is False
+    assert prepared.info["class_lists"]["part"]["sha256"] == info["class_list"]["sha256"]
+    assert prepared.checksums()["classes/zhu-ade20k-part-209.json"] == info["class_list"]["sha256"]  # in the version
     assert prepared.info["images_per_class"] == {"5": 1, "17": 1, "209": 1}
 
 

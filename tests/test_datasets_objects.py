@@ -55,8 +55,10 @@ def make_partimagenet(tmp_path):
         ],
         "categories": CATEGORIES,
     }
+    test = {"images": [], "annotations": [], "categories": CATEGORIES}
     write(root / "annotations" / "train.json", json.dumps(train))
     write(root / "annotations" / "val.json", json.dumps(val))
+    write(root / "annotations" / "test.json", json.dumps(test))
     write(root / "images" / "train" / "n01440764_10029.JPEG", jpeg(40, 30))
     write(root / "images" / "val" / "n02085620_123.JPEG", jpeg(40, 30))
     return root.parent
@@ -70,13 +72,16 @@ def test_partimagenet_parts_masks_and_label_maps(store, tmp_path):
     assert set(rows) == {
         "train/n01440764_10029/part001",
         "train/n01440764_10029/part002",
+        "train/n01440764_10029/part-map",
         "train/n01440764_10029/object",
         "val/n02085620_123/part001",
         "val/n02085620_123/part002",
+        "val/n02085620_123/part-map",
         "val/n02085620_123/object",
     }
     fin = rows["train/n01440764_10029/part001"]
-    assert (fin["label"], fin["label_id"], fin["object_label"], fin["object_label_id"]) == ("Fish Fin", 2, "Fish", 0)
+    # ids are the shipped list's (partimagenet-parts-40, README order): Fish Fin is part 11, Fish object 2
+    assert (fin["label"], fin["label_id"], fin["object_label"], fin["object_label_id"]) == ("Fish Fin", 11, "Fish", 2)
     assert fin["box"] == [2.0, 2.0, 11.0, 11.0] and fin["sample_rule"] == "part-box"
     instances = np.asarray(Image.open(io.BytesIO(prepared.root.read_bytes(fin["mask_uri"]))))
     ys, xs = np.nonzero(instances == fin["mask_index"])
@@ -90,7 +95,13 @@ def test_partimagenet_parts_masks_and_label_maps(store, tmp_path):
     assert semantic[0, 0] == 1 and semantic[20, 20] == 2 and semantic[9, 9] == 1 and semantic[10, 10] == 2
     obj = rows["val/n02085620_123/object"]
     assert (obj["label"], obj["level"], obj["box"], obj["sample_rule"]) == ("Quadruped", "object", None, "whole-image")
-    assert prepared.info["object_classes"] == ["Fish", "Quadruped"]
+    assert (
+        prepared.info["object_classes"][:3] == ["Quadruped", "Biped", "Fish"]
+        and len(prepared.info["object_classes"]) == 11
+    )
+    part_map = rows["val/n02085620_123/part-map"]
+    assert (part_map["label_id"], part_map["sample_rule"], part_map["label_map_uri"]) == (
+        -1, "whole-image", rows["val/n02085620_123/part001"]["label_map_uri"])  # fmt: skip
     errors = {(e["kind"], e["record"]) for e in prepared.errors().to_pylist()}
     assert errors == {("unreadable-annotation", "annotation 102"), ("missing-image", "image 3")}
 

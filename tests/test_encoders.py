@@ -20,9 +20,8 @@ from _encoder_refs import (
 )
 from partaware.encoders.base import CheckpointMismatchError, EncoderSpec
 from partaware.encoders.loading import CONVERTERS, build_head, build_model, load_encoder
-from partaware.encoders.registry import ENCODERS, _load_builtin_encoders
+from partaware.encoders.registry import ENCODERS
 
-_load_builtin_encoders()
 PAPER = {
     "deit": "deit_base_p16_in1k",
     "mocov3": "mocov3_base_p16_in1k_300ep",

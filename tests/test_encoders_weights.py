@@ -15,7 +15,7 @@ import torch
 
 from _encoder_refs import FABRICATORS, TINY
 from partaware.encoders.loading import load_encoder
-from partaware.encoders.registry import ENCODERS, _load_builtin_encoders
+from partaware.encoders.registry import ENCODERS
 from partaware.encoders.weights import (
     UnsafeCheckpointError,
     WeightsChecksumError,
@@ -23,8 +23,6 @@ from partaware.encoders.weights import (
     cache_relpath,
     read_checkpoint,
 )
-
-_load_builtin_encoders()
 
 
 def _bytes(obj) -> bytes:

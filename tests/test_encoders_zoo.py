@@ -15,14 +15,12 @@ from partaware.encoders.base import EncoderSpec, WeightsSource
 from partaware.encoders.loading import load_encoder
 from partaware.encoders.registry import (
     ENCODERS,
-    _load_builtin_encoders,
     register_encoder,
     select_encoders,
 )
 from partaware.encoders.weights import WeightsUnavailableError, cache_relpath
 from partaware.errors import SpecError, UnknownNameError
 
-_load_builtin_encoders()
 #: ``lab`` encoders get their weights from the lab's own runs and are tested with it
 TESTED_HERE = [n for n in ENCODERS.names() if ENCODERS.get(n).weights.kind != "lab"]
 PAPER_SEVEN = {
@@ -120,6 +118,25 @@ def test_modern_preprocessing_matches_timm_pretrained_cfg():
         cfg = timm.models.get_pretrained_cfg(spec.weights.location)
         assert (spec.mean, spec.std, spec.interpolation) == (tuple(cfg.mean), tuple(cfg.std), cfg.interpolation), name
         assert cfg.hf_hub_id == f"timm/{spec.weights.location}"  # what `encoders list` checks in the hub cache
+        assert spec.model_dump()["mean"] is None  # read from timm, never copied into the row
+
+
+def test_paper_encoders_keep_imagenet_normalisation_and_null_needs_timm_weights():
+    from partaware.encoders.specs import IMAGENET_MEAN, IMAGENET_STD
+
+    for name in PAPER_SEVEN:
+        assert (ENCODERS.get(name).mean, ENCODERS.get(name).std) == (IMAGENET_MEAN, IMAGENET_STD)
+    with pytest.raises(ValueError, match="only for weights.kind 'timm'"):
+        _custom("null_norm", "x.pth", mean=None)
+
+
+def test_encoder_registries_fill_themselves_and_check_types():
+    from partaware.encoders.loading import VARIANTS, WEIGHT_RESOLVERS  # the public names of the old dicts
+
+    assert set(WEIGHT_RESOLVERS.names()) == {"lab", "timm", "uri", "url"} and VARIANTS.names() == ["shufflebug"]
+    assert callable(WEIGHT_RESOLVERS["lab"]) and callable(VARIANTS["shufflebug"])
+    with pytest.raises(TypeError, match=r"encoder 'not_a_spec' must be a EncoderSpec, got dict"):
+        ENCODERS.register("not_a_spec", {"name": "not_a_spec"})
 
 
 @pytest.mark.parametrize("name", select_encoders(["all"], zoo="modern"))

@@ -64,12 +64,17 @@ def _register_test_encoders():
             register_encoder(spec)
 
 
+def region_rows(prepared) -> list[dict]:
+    """The manifest rows extraction encodes by default (kind ``regions``: a class, not a label map)."""
+    return [r for r in prepared.manifest().to_pylist() if r["label_id"] >= 0]
+
+
 def reference_features(root: StorageRoot, spec: EncoderSpec, taps: list[str], seed: int = 0) -> dict:
     """The paper code's way, in one process: PIL crop (black outside), resize, ToTensor, Normalize, encode."""
     from partaware.datasets.store import open_prepared
 
     prepared = open_prepared(root, "synthetic")
-    rows = prepared.manifest().to_pylist()
+    rows = region_rows(prepared)
     size = spec.input_size
     batch = []
     for r in rows:
@@ -93,7 +98,7 @@ def assert_matches_reference(fs, ref):
 
 def test_local_extraction_matches_a_single_process_reference_and_then_hits_the_cache(ray_local, store):
     prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
-    n = prepared.info["rows"]
+    n = len(region_rows(prepared))
     result = extract_features(store, "synthetic", "test/vit_tiny_rand", taps=TAPS, shard_regions=40, batch_size=16)
     assert result.status == "ran" and result.rows == n and result.errors == 0 and result.regions_encoded == n
     assert result.shards_written == result.shards_total > 1 and result.duplicates_dropped == 0
@@ -124,7 +129,7 @@ def test_extraction_reads_and_writes_s3_and_gives_the_same_features_as_local(s3_
     assert prepared.version == local_prepared.version  # same content, same version
     creds = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     result = extract_features(s3, "synthetic", TINY, taps=TAPS, shard_regions=64, worker_env=creds)
-    assert result.uri.startswith(f"s3://{s3_bucket}/store/features/") and result.rows == prepared.info["rows"]
+    assert result.uri.startswith(f"s3://{s3_bucket}/store/features/") and result.rows == len(region_rows(prepared))
     assert s3.is_complete(FEATURES, result.key)
     fs = read_features(s3, result.key)
     assert_matches_reference(fs, reference_features(store, TINY, TAPS))
@@ -209,7 +214,7 @@ def _actor_pids() -> list[int]:
 
 def test_killing_an_actor_mid_run_still_gives_exactly_one_row_per_region(ray_local, store):
     prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
-    manifest_ids = prepared.manifest().column("region_id").to_pylist()
+    manifest_ids = [r["region_id"] for r in region_rows(prepared)]
     killed: list[int] = []
     stop = threading.Event()
 
@@ -257,7 +262,7 @@ print("finished", flush=True)
 
 def test_a_killed_driver_resumes_and_computes_only_the_remainder(ray_local, store, tmp_path):
     prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
-    total = prepared.info["rows"]
+    total = len(region_rows(prepared))
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": PLATFORM, "TEST_RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
@@ -290,7 +295,7 @@ def test_a_killed_driver_resumes_and_computes_only_the_remainder(ray_local, stor
     assert result.regions_encoded == total - kept_rows  # only the remainder was computed
     assert {s: os.path.getmtime(froot.join(part_name(s))) for s in kept} == mtimes
     fs = read_features(store, result.key)
-    assert sorted(fs.region_ids) == sorted(prepared.manifest().column("region_id").to_pylist())
+    assert sorted(fs.region_ids) == sorted(r["region_id"] for r in region_rows(prepared))
     assert json.loads(json.dumps(result.to_dict()))["rows"] == total
 
 
@@ -298,3 +303,39 @@ def read_features_rows(froot: StorageRoot, shard: int) -> list[str]:
     from partaware.extract.features import read_columns
 
     return read_columns(froot, part_name(shard), ["region_id"]).column("region_id").to_pylist()
+
+
+@pytest.mark.ray
+def test_a_cache_hit_reads_no_checkpoint_because_the_weights_digest_is_stored_beside_them(
+    ray_local, store, tmp_path, monkeypatch
+):
+    """The feature key needs the weights digest; the first load stores it beside the weights, so a rerun
+    finds the complete feature set without reading the checkpoint (and a re-staged file is loaded again)."""
+    import timm
+    import torch
+
+    import partaware.extract.pipeline as pipeline
+    from partaware.datasets import prepare_dataset
+    from partaware.encoders.base import EncoderSpec, WeightsSource
+    from partaware.encoders.digests import known_weights_digest
+    from partaware.extract.pipeline import extract_features
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=0).state_dict(), path)
+    spec = EncoderSpec(name="test/vit_tiny_file", family="mim", zoo="test", arch="vit_tiny_patch16_224",
+                       arch_kwargs={"img_size": 64}, input_size=64,
+                       weights=WeightsSource(kind="uri", location=str(path)))  # fmt: skip
+    prepare_dataset(store, "synthetic", options={"size": 8, "image_size": 64}, workers=1)
+    assert known_weights_digest(spec, store) is None
+    first = extract_features(store, "synthetic", spec, taps=["cls"], batch_size=16, max_actors=1, cpus_per_actor=0.5)
+    assert first.status == "ran" and known_weights_digest(spec, store) is not None
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a cache hit must not read the checkpoint")
+
+    monkeypatch.setattr(pipeline, "load_encoder", no_loading)
+    again = extract_features(store, "synthetic", spec, taps=["cls"], batch_size=16, max_actors=1, cpus_per_actor=0.5)
+    assert again.status == "cached" and again.key == first.key
+    torch.save({k: v + 1 for k, v in torch.load(path, weights_only=True).items()}, path)  # new weights, same name
+    assert known_weights_digest(spec, store) is None  # another fingerprint: the next extraction loads them

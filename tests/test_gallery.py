@@ -23,7 +23,7 @@ from partaware.report.gallery import (
     window_boxes,
     window_label,
 )
-from report_data import pixel_std, render_in_chromium, synthetic_records, write_run
+from report_data import pixel_std, synthetic_records, write_run
 
 
 def test_window_grid_follows_the_protocol():
@@ -152,7 +152,11 @@ def tiny_encoders():
     return list(TINY)
 
 
-def test_gallery_of_tiny_encoders_on_synthetic_data_reaches_the_report(store, tmp_path, tiny_encoders):
+@pytest.mark.browser
+@pytest.mark.ray
+def test_gallery_of_tiny_encoders_on_synthetic_data_reaches_the_report(
+    ray_local, store, tmp_path, tiny_encoders, chromium
+):
     from typer.testing import CliRunner
 
     from partaware.cli import app
@@ -170,6 +174,9 @@ def test_gallery_of_tiny_encoders_on_synthetic_data_reaches_the_report(store, tm
     assert {"mean_sim_top1", "mean_sim_top4", "mean_sim_top9", "mean_sim_top49"} <= set(res.summary[0])
     _, _, hits = make_gallery(store, recipe, out=run, name="g1", queries=2, top_k=5)
     assert hits == tiny_encoders  # second time: features from the cache, no encoding
+    # one feature path: the gallery's patches are ordinary, complete feature sets made by extraction
+    keys = [k for k in store.listdir("features") if not k.startswith((".", "_"))]
+    assert len(keys) == 2 and all(store.sub("features", k).is_complete() for k in keys)
 
     # the CLI: part-box patches, explicit queries, into the run; the run's report gains a Galleries section
     result = CliRunner().invoke(
@@ -202,7 +209,7 @@ def test_gallery_of_tiny_encoders_on_synthetic_data_reaches_the_report(store, tm
     assert "same_part_fraction" in html
     page = tmp_path / "report.html"
     page.write_text(html)
-    dom, console_errors, shot = render_in_chromium(page, tmp_path)
+    dom, console_errors, shot = chromium(page, tmp_path)
     assert console_errors == [] and "gallery parts" in dom and "gallery g1" in dom
     assert pixel_std(shot) > 10
 

@@ -55,10 +55,11 @@ def test_data_is_the_train_splits_object_crops(lab_root, lab_data):
 
     prepared = open_prepared(lab_root, "synthetic")
     table = prepared.manifest().to_pydict()
-    train_objects = [
+    columns = (table["image_uri"], table["split"], table["level"], table["box"], table["label_id"])
+    train_objects = [  # object boxes only: the whole-image label-map rows (label id -1) are not crops
         (u, box)
-        for u, s, lv, box in zip(table["image_uri"], table["split"], table["level"], table["box"], strict=True)
-        if s == "train" and lv == "object"
+        for u, s, lv, box, label in zip(*columns, strict=True)
+        if s == "train" and lv == "object" and label >= 0
     ]
     assert len(lab_data) == len(train_objects)
     assert lab_data.images.dtype == torch.uint8 and lab_data.images.shape[1:] == (3, 64, 64)

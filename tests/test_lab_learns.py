@@ -18,7 +18,7 @@ from partaware.lab.objectives.mae import normalised_patches
 from partaware.lab.train import Budget, bind_budget, fit, train_objective
 from partaware.storage import StorageRoot
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # about a minute of training
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,6 @@ cached on rerun; ``partctl pretrain`` run as a subprocess the way a user runs it
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from partaware.datasets import prepare_dataset
@@ -17,8 +11,6 @@ from partaware.errors import UnknownNameError
 from partaware.lab.ray_train import pretrain, resolve_objectives
 from partaware.lab.zoo import lab_weights_info
 from partaware.storage import StorageRoot
-
-PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
 
 
 @pytest.fixture
@@ -51,13 +43,13 @@ def test_pretrain_runs_each_objective_as_a_ray_task_then_caches(ray_local, tiny_
     assert lab_weights_info("supervised", tiny_root)["images_seen"] == 24
 
 
-def test_partctl_pretrain_trains_and_reports(tiny_root):
-    env = {**os.environ, "COLUMNS": "200"}
-    args = [PARTCTL, "pretrain", "--objectives", "mae", "--steps", "2", "--batch-size", "4", "--no-ray"]
-    out = subprocess.run([*args, "--storage", tiny_root.uri], capture_output=True, text=True, env=env, timeout=300)
+@pytest.mark.slow  # trains twice in a subprocess (about 10 s)
+def test_partctl_pretrain_trains_and_reports(tiny_root, partctl):
+    args = ["pretrain", "--objectives", "mae", "--steps", "2", "--batch-size", "4", "--no-ray"]
+    out = partctl(*args, "--storage", tiny_root.uri)
     assert out.returncode == 0, out.stderr
     assert "lab/mae" in out.stderr and "trained" in out.stderr
-    out = subprocess.run([*args, "--storage", tiny_root.uri], capture_output=True, text=True, env=env, timeout=300)
+    out = partctl(*args, "--storage", tiny_root.uri)
     assert out.returncode == 0 and "cached" in out.stderr
-    bad = subprocess.run([PARTCTL, "pretrain", "--objectives", "simclr"], capture_output=True, text=True, env=env)
+    bad = partctl("pretrain", "--objectives", "simclr")
     assert bad.returncode == 2 and "unknown lab objective 'simclr'" in bad.stderr

@@ -25,7 +25,7 @@ def test_defaults_and_roundtrip():
 
 BAD = [
     ({"levels": ["obj"]}, r"levels\.0: Input should be 'object' or 'part' \(got 'obj'\)"),
-    ({"tasks": ["segment"]}, r"tasks\.0: Input should be 'retrieval', 'linear', 'attentive', 'knn' or 'segmentation'"),
+    ({"tasks": ["segment"]}, r"tasks: unknown probe task\(s\) \['segment'\]; valid: attentive, knn, linear, retr"),
     ({"datasets": [{"name": "birds"}]}, r"datasets\.0\.name: unknown dataset 'birds'.*Valid: .*synthetic"),
     ({"encoders": ["nonesuch"]}, r"encoders: unknown encoder 'nonesuch'.*Valid:"),
     (
@@ -43,7 +43,17 @@ BAD = [
         r"search\.linear\.lr: loguniform needs low > 0",
     ),
     ({"search": {"linear": {"lr": {"type": "choice"}}}}, r"search\.linear\.lr: choice needs a non-empty 'values' list"),
-    ({"search": {"probe": {}}}, r"search\.probe\.\[key\]: Input should be 'retrieval'"),
+    ({"search": {"probe": {}}}, r"search\.probe: not a task of this job \(tasks: retrieval, linear, knn\)"),
+    ({"search": {"linear": {"depth": {"type": "choice", "values": [1]}}}},
+     r"search\.linear: unknown parameter\(s\) \['depth'\]; valid: lr, weight_decay"),
+    ({"tasks": ["attentive"], "variants": {"attentive": "cls"}},
+     r"variants\.attentive: unknown variant 'cls'; valid: tokens, cls\+last-block"),
+    ({"datasets": [{"name": "cub", "source": "x"}], "tasks": ["segmentation"]},
+     r"task segmentation cannot run on dataset cub at level object: it needs label maps \(tasks for cub: attentive"),
+    ({"datasets": [{"name": "ade20k", "source": "x"}], "tasks": ["segmentation"]},
+     r"dataset ade20k has no part level \(it has: object\)"),
+    ({"datasets": [{"name": "ade20k", "source": "x", "levels": ["object"]}], "tasks": ["retrieval"]},
+     r"task retrieval cannot run on dataset ade20k at level object: it needs regions \(tasks for ade20k: segm"),
     (
         {"search_settings": {"num_samples": 0}},
         r"search_settings\.num_samples: Input should be greater than or equal to 1",

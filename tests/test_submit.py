@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,32 +19,25 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _cli import PARTCTL, partctl_env
 from _submit_specs import write_spec
-from partaware.cluster import ClusterError, check_reachable, driver_entrypoint, job_runtime_env, package_dir
-from partaware.driver import run_job
 from partaware.errors import SpecError, UnknownNameError
-from partaware.runs import find_resumable, list_runs, read_run
+from partaware.runs.cluster import ClusterError, check_reachable, driver_entrypoint, job_runtime_env, package_dir
+from partaware.runs.driver import run_job
+from partaware.runs.folders import find_resumable, list_runs, read_run
+from partaware.runs.records import PrepareOutput, StageOutput, StageRecord
+from partaware.runs.stages import STAGES
+from partaware.runs.stages import prepare as prepare_stage
 from partaware.spec import load_spec
-from partaware.stages import STAGES, stage_prepare
 from partaware.storage import StorageRoot
-
-PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
-ENV = {**os.environ, "COLUMNS": "200", "RAY_USAGE_STATS_ENABLED": "0"}
-ENV.pop("RAY_ADDRESS", None)
-
-
-def partctl(*args, timeout=300, env=None):
-    """Run partctl; ``env`` values of None remove the variable."""
-    merged = {k: v for k, v in {**ENV, **(env or {})}.items() if v is not None}
-    return subprocess.run([PARTCTL, *args], capture_output=True, text=True, env=merged, timeout=timeout)
 
 
 @pytest.fixture
 def prepare_only(monkeypatch):
     """The driver's mechanics with just the prepare stage (no encoder work): the driver runs whatever STAGES holds."""
-    import partaware.stages as stages
+    import partaware.runs.stages as stages
 
-    monkeypatch.setattr(stages, "STAGES", [("prepare", stage_prepare)])
+    monkeypatch.setattr(stages, "STAGES", [("prepare", prepare_stage.run)])
 
 
 STAGE_NAMES = [name for name, _ in STAGES]
@@ -56,7 +48,7 @@ def run_dirs(store: Path) -> list[Path]:
 
 
 @pytest.mark.ray
-def test_embedded_submit_runs_to_the_end_and_a_second_submit_is_cached(tmp_path):
+def test_embedded_submit_runs_to_the_end_and_a_second_submit_is_cached(tmp_path, partctl):
     spec, store = write_spec(tmp_path), tmp_path / "store"
     first = partctl("submit", str(spec), "--storage", str(store))
     assert first.returncode == 0, first.stderr
@@ -108,7 +100,7 @@ def _wait_for_stage(store: Path, stage: str, proc: subprocess.Popen, timeout: fl
 
 
 @pytest.mark.ray
-def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp_path):
+def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp_path, partctl):
     """Interrupted in a working stage, the run resumes there: finished stages are not run again."""
     spec, store = write_spec(tmp_path, "slow", size=64), tmp_path / "store"  # extract lasts long enough to stop
     last_working = "extract"  # the stage that takes seconds here (Ray Data); later ones finish too fast to catch
@@ -117,7 +109,7 @@ def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env=partctl_env(),
     )
     run = _wait_for_stage(store, last_working, proc)
     stop = partctl("stop", run.name, "--storage", str(store))  # = Ctrl-C: SIGINT to the driver on this host
@@ -141,21 +133,28 @@ def test_ctrl_c_or_stop_leaves_a_resumable_run_that_the_next_submit_finishes(tmp
     assert json.loads((run / "state.json").read_text())["state"] == "succeeded" and (run / "_SUCCESS").exists()
 
 
+class Seen(StageOutput):
+    """A test stage's typed output: what it read from the prepare stage's record."""
+
+    stage = "flaky"
+    seen: int
+
+
 def test_a_resumed_run_does_not_recompute_its_finished_stages(tmp_path, monkeypatch):
     """A run killed after ``prepare`` finished resumes at the next stage; prepare is restored, not called."""
-    import partaware.stages as stages
+    import partaware.runs.stages as stages
 
     calls: list[str] = []
 
     def prepare(ctx):
         calls.append("prepare")
-        return stages.stage_prepare(ctx)
+        return prepare_stage.run(ctx)
 
     def flaky(ctx):
         calls.append("flaky")
         if calls.count("flaky") == 1:
             raise KeyboardInterrupt  # what Ctrl-C (or a stop) does in the middle of the second stage
-        return stages.StageResult("flaky", "ran", 0.0, "done", {"seen": ctx.outputs["prepare"]["synthetic"]["rows"]})
+        return StageRecord.of(Seen(seen=ctx.input(PrepareOutput).datasets["synthetic"].rows), "ran", 0.0, "done")
 
     monkeypatch.setattr(stages, "STAGES", [("prepare", prepare), ("flaky", flaky)])
     spec = load_spec(write_spec(tmp_path))
@@ -169,7 +168,7 @@ def test_a_resumed_run_does_not_recompute_its_finished_stages(tmp_path, monkeypa
     run_id, results = run_job(spec, storage=store, run_id="tiny-1")
     assert calls == ["prepare", "flaky", "flaky"]  # prepare ran once, in the first attempt
     assert [(r.name, r.status) for r in results] == [("prepare", "cached"), ("flaky", "ran")]
-    assert results[1].outputs["seen"] == results[0].outputs["synthetic"]["rows"] > 0
+    assert results[1].outputs["seen"] == results[0].outputs["datasets"]["synthetic"]["rows"] > 0
     assert read_run(root, run_id)["state"] == "succeeded" and find_resumable(root, spec) is None
 
 
@@ -200,7 +199,7 @@ def test_resuming_with_another_spec_is_refused(prepare_only, tmp_path):
     assert [r["run_id"] for r in list_runs(StorageRoot.open(store))] == ["tiny-a"]
 
 
-def test_unknown_run_ids_list_the_known_ones(prepare_only, tmp_path):
+def test_unknown_run_ids_list_the_known_ones(prepare_only, tmp_path, partctl):
     spec, store = write_spec(tmp_path), tmp_path / "store"
     run_job(load_spec(spec), storage=str(store), run_id="tiny-known")
     with pytest.raises(UnknownNameError, match="tiny-known"):
@@ -218,7 +217,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_address_fails_fast_and_names_it(tmp_path):
+def test_unreachable_address_fails_fast_and_names_it(tmp_path, partctl):
     address = f"http://127.0.0.1:{_free_port()}"
     start = time.time()
     out = partctl("submit", str(write_spec(tmp_path)), "--address", address, "--storage", str(tmp_path / "s"))
@@ -249,7 +248,7 @@ def test_a_silent_server_fails_within_the_timeout(tmp_path):
     server.close()
 
 
-def test_bad_input_fails_before_contacting_the_cluster(tmp_path):
+def test_bad_input_fails_before_contacting_the_cluster(tmp_path, partctl):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "b", "datasets": [{"name": "synthetic"}], "encoders": ["nope"]}))
     address = f"http://127.0.0.1:{_free_port()}"  # nobody listens: reaching it would be a connection error
@@ -267,7 +266,7 @@ def test_runtime_env_carries_the_package_and_the_spec_only(tmp_path, monkeypatch
     (tmp_path / "spec.yaml").write_text("name: x\n")
     env = job_runtime_env(tmp_path)
     assert env["working_dir"] == str(tmp_path) and env["py_modules"] == [str(package_dir())]
-    assert (package_dir() / "driver.py").exists()
+    assert (package_dir() / "runs" / "driver.py").exists()
     assert env["env_vars"] == {"PARTAWARE_S3_ENDPOINT": "http://minio:9000", **_forwarded_defaults()}
     assert "example" not in json.dumps(env)
     entry = driver_entrypoint("spec.yaml", run_id="x-1")
@@ -278,7 +277,7 @@ def _forwarded_defaults() -> dict[str, str]:
     return {k: os.environ[k] for k in ("AWS_DEFAULT_REGION", "HF_HUB_OFFLINE", "AWS_ENDPOINT_URL") if os.environ.get(k)}
 
 
-def test_cluster_commands_say_what_is_missing(tmp_path):
+def test_cluster_commands_say_what_is_missing(tmp_path, partctl):
     no_aws = {
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
         "AWS_CONFIG_FILE": str(tmp_path / "none"),
@@ -312,7 +311,7 @@ def test_run_records_live_on_object_storage(prepare_only, s3_bucket, tmp_path):
 @pytest.mark.ray
 def test_the_driver_runs_on_a_ray_already_started_in_process(ray_local, tmp_path):
     """ray_session reuses a Ray this process started (tests, notebooks) and leaves it running."""
-    from partaware.cluster import ray_session
+    from partaware.runs.cluster import ray_session
 
     with ray_session() as address:
         run_id, results = run_job(load_spec(write_spec(tmp_path)), storage=str(tmp_path / "s"), ray_address=address)
@@ -324,12 +323,12 @@ def test_the_driver_runs_on_a_ray_already_started_in_process(ray_local, tmp_path
 
 
 def test_a_failing_stage_marks_the_run_failed_with_its_error(tmp_path, monkeypatch):
-    import partaware.stages as stages
+    import partaware.runs.stages as stages
 
     def broken(ctx):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(stages, "STAGES", [("prepare", stage_prepare), ("broken", broken)])
+    monkeypatch.setattr(stages, "STAGES", [("prepare", prepare_stage.run), ("broken", broken)])
     spec, store = load_spec(write_spec(tmp_path)), str(tmp_path / "store")
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_job(spec, storage=store, run_id="tiny-f")

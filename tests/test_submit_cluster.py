@@ -25,11 +25,10 @@ from pathlib import Path
 import pytest
 
 from _submit_specs import write_spec
-from partaware.runs import find_resumable, read_run
+from partaware.runs.folders import find_resumable, read_run
 from partaware.spec import load_spec
 from partaware.storage import StorageRoot
 
-PARTCTL = shutil.which("partctl", path=str(Path(sys.executable).parent)) or "partctl"
 pytestmark = pytest.mark.ray
 
 
@@ -100,13 +99,7 @@ def _stop_group(head: subprocess.Popen) -> None:
     head.wait(timeout=10)
 
 
-def partctl(*args, timeout=240):
-    env = {**os.environ, "COLUMNS": "200"}
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run([PARTCTL, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def test_a_job_submitted_over_http_runs_and_is_followed_to_the_end(ray_head, tmp_path):
+def test_a_job_submitted_over_http_runs_and_is_followed_to_the_end(ray_head, tmp_path, partctl):
     store = tmp_path / "store"
     out = partctl("submit", str(write_spec(tmp_path, "remote", 12)), "--address", ray_head, "--storage", str(store))
     assert out.returncode == 0, out.stderr
@@ -134,7 +127,7 @@ def test_a_job_submitted_over_http_runs_and_is_followed_to_the_end(ray_head, tmp
     assert unknown.returncode == 2 and "'no-such-job'" in unknown.stderr and job_id in unknown.stderr
 
 
-def test_stop_ends_a_running_job_and_leaves_its_run_resumable(ray_head, tmp_path):
+def test_stop_ends_a_running_job_and_leaves_its_run_resumable(ray_head, tmp_path, partctl):
     store = tmp_path / "store"
     out = partctl("submit", str(write_spec(tmp_path, "long", 100_000)), "--address", ray_head, "--storage", str(store))
     assert out.returncode == 0, out.stderr
@@ -165,7 +158,7 @@ def test_stop_ends_a_running_job_and_leaves_its_run_resumable(ray_head, tmp_path
     assert again.returncode == 0 and "already ended: STOPPED" in again.stderr
 
 
-def test_resubmitting_a_run_to_the_cluster_resumes_it(ray_head, tmp_path):
+def test_resubmitting_a_run_to_the_cluster_resumes_it(ray_head, tmp_path, partctl):
     store, spec = tmp_path / "store", write_spec(tmp_path, "again", 12)
     first = partctl("submit", str(spec), "--address", ray_head, "--storage", str(store))
     run_id = first.stdout.strip().splitlines()[-1]

@@ -60,11 +60,16 @@ def test_masks_boxes_keypoints_agree(index):
     image = Image.open(io.BytesIO(files[f"images/{stem}.jpg"]))
     assert image.size == (SMALL.image_size, SMALL.image_size) and image.mode == "RGB"
 
-    obj = rows[0]
-    assert obj["level"] == "object" and obj["label"] == sample.object_label
+    obj, *part_rows, image_object, image_part = rows  # the box rows, then one whole-image row per level
+    assert obj["level"] == "object" and obj["label"] == sample.object_label and obj["sample_rule"] == "object-box"
     assert np.unique(object_map[object_map > 0]).tolist() == [OBJECT_NAMES.index(obj["label"]) + 1]
     assert tuple(obj["box"]) == box_of(instances > 0)
-    for row in rows[1:]:
+    for level, row in (("object", image_object), ("part", image_part)):
+        assert (row["region_id"], row["level"], row["sample_rule"]) == (f"{stem}/image-{level}", level, "whole-image")
+        assert (row["label"], row["label_id"], row.get("box")) == ("label-map", -1, None)
+        assert row["label_map_uri"] == f"labels/{level}/{stem}.png" and row["split"] == obj["split"]
+    for row in part_rows:
+        assert row["sample_rule"] == "part-box"
         assert row["level"] == "part" and row["object_label"] == obj["label"]
         mask = decode(row["mask_uri"]) == row["mask_index"]
         assert mask.sum() >= SMALL.min_part_pixels
@@ -99,6 +104,13 @@ def test_prepare_publishes_a_complete_versioned_dataset(store):
     assert set(manifest.column("level").to_pylist()) == {"object", "part"}
     assert manifest.num_rows == prepared.info["rows"]
     assert len(set(manifest.column("image_id").to_pylist())) == 24
+    whole = [r for r in manifest.to_pylist() if r["sample_rule"] == "whole-image"]
+    assert Counter(r["level"] for r in whole) == {"object": 24, "part": 24}  # one label-map row per image and level
+    # the maps' convention, stated as the label-map datasets state it (convert.label_map_info)
+    maps = prepared.info["label_maps"]
+    assert maps["object"]["classes"] == list(OBJECT_NAMES) and maps["part"]["classes"] == list(PART_NAMES)
+    assert all(m["reduce_zero_label"] and m["ignore_index"] == 255 for m in maps.values())
+    assert (maps["object"]["num_classes"], maps["part"]["num_classes"]) == (len(OBJECT_NAMES), len(PART_NAMES))
     checksums = prepared.checksums()
     assert len(checksums) == 24 * 4
     import hashlib

@@ -34,6 +34,14 @@ class StorageError(PartawareError, OSError):
     """The storage root cannot be reached, or an output is incomplete or corrupt."""
 
 
+class StorageUnusableError(StorageError):
+    """A storage root that cannot be used at all: a file, read-only, or an endpoint that cannot be reached."""
+
+
+class CheckpointError(PartawareError, ValueError):
+    """A checkpoint file that cannot be loaded: empty, truncated, corrupt, or not a checkpoint."""
+
+
 class DatasetError(PartawareError, ValueError):
     """A dataset source that cannot be converted (missing files, unreadable annotation)."""
 

@@ -33,7 +33,7 @@ class ResultRecord(BaseModel):
     dataset: str
     dataset_version: str = Field(description="content digest of the dataset version")
     level: Literal["object", "part"]
-    task: Literal["retrieval", "linear", "attentive", "knn", "segmentation"]
+    task: str = Field(description="a registered probe task (partaware.probes.tasks)")
     feature: str = Field(description="tap(s) probed: cls | mean | proj | cls+mean | patch:4+6+8+12 ...")
     metric: str = Field(description="name of the primary metric: ap | map | top1 | miou ...")
     value: float = Field(description="primary metric, mean over seeds, in percent")
@@ -56,6 +56,17 @@ class ResultRecord(BaseModel):
     weights_digest: str = ""
     feature_key: str = ""
     random_weights: bool = Field(False, description="the encoder had random weights (reports label it)")
+    control: bool = Field(False, description="a random-initialisation control added by the job: never ranked")
+    control_of: str = Field("", description="for a control: the architecture (timm name) it controls for")
+    per_seed: list[float] = Field(default_factory=list, description="primary metric per seed, percent")
+    ci_low: float | None = Field(None, description="lower end of the bootstrap confidence interval, percent")
+    ci_high: float | None = Field(None, description="upper end of the bootstrap confidence interval, percent")
+    ci: dict[str, Any] = Field(default_factory=dict, description="how the interval was made: level, method, units")
+    n_classes: int = 0
+    baselines: dict[str, float] = Field(
+        default_factory=dict,
+        description="the same metric for baselines on the same split, percent: chance, majority, random_features",
+    )
     versions: dict[str, str] = Field(default_factory=dict, description="code and library versions")
 
 

@@ -17,12 +17,18 @@ from pydantic_core import PydanticCustomError
 
 from partaware.encoders.specs import EncoderSpec
 from partaware.errors import PartawareError, SpecError, UnknownNameError
+from partaware.validation import format_validation_error, register_options_model  # noqa: F401  (re-exported)
 
 SPEC_VERSION = 1
 LEVELS = ("object", "part")
-TASKS = ("retrieval", "linear", "attentive", "knn", "segmentation")
 Level = Literal["object", "part"]
-Task = Literal["retrieval", "linear", "attentive", "knn", "segmentation"]
+
+
+def task_names() -> list[str]:
+    """The registered probe tasks (``partaware.probes.tasks``): the spec accepts exactly these."""
+    from partaware.probes.tasks import task_names as names
+
+    return names()
 
 
 class _Strict(BaseModel):
@@ -65,6 +71,9 @@ class DatasetRef(_Strict):
     name: str
     source: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    #: this dataset's levels and tasks when they differ from the job's (ADE20K: segmentation only)
+    levels: list[Level] | None = None
+    tasks: list[str] | None = None
 
     @field_validator("name")
     @classmethod
@@ -102,6 +111,10 @@ class JobSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
     seed: int = Field(0, ge=0)
+    #: the final fit of every tuned probe is repeated once per seed: results are mean +- std over them
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=20)
+    #: add a random-initialisation control of each architecture in the job (labelled, never ranked)
+    controls: bool = True
     storage: str | None = None
     datasets: list[DatasetRef] = Field(min_length=1)
     zoo: Literal["paper", "modern", "lab", "custom"] = "paper"  # what ``all`` and ``family:`` select from
@@ -109,8 +122,12 @@ class JobSpec(_Strict):
     custom_encoders: list[EncoderSpec] = Field(default_factory=list)
     encoders: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
     levels: list[Level] = Field(default_factory=lambda: list(LEVELS), min_length=1)
-    tasks: list[Task] = Field(default_factory=lambda: ["retrieval", "linear", "knn"], min_length=1)
-    search: dict[Task, dict[str, SearchDim]] = Field(default_factory=dict)
+    tasks: list[str] = Field(default_factory=lambda: ["retrieval", "linear", "knn"], min_length=1)
+    #: a task's input variant, by task (``attentive: cls+last-block``); the default is the protocol's
+    variants: dict[str, str] = Field(default_factory=dict)
+    search: dict[str, dict[str, SearchDim]] = Field(default_factory=dict)
+    #: iterations of the paper's segmentation schedule (``variants: {segmentation: paper}``; the paper: 160k)
+    segmentation_iterations: int = Field(160_000, ge=1, le=10_000_000)
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
     resources: Resources = Field(default_factory=Resources)
 
@@ -125,6 +142,52 @@ class JobSpec(_Strict):
             raise ValueError(str(e)) from None
         return specs
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers (got {seeds})")
+        return seeds
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = [t for t in tasks if t not in task_names()]
+        if unknown:
+            raise ValueError(f"unknown probe task(s) {unknown}; valid: {', '.join(task_names())}")
+        return list(dict.fromkeys(tasks))
+
+    @model_validator(mode="after")
+    def _runnable(self) -> JobSpec:
+        """Every (task, dataset, level) of the spec can run, and every search and variant names a job task."""
+        from partaware.datasets import DATASETS
+        from partaware.probes.tasks import get_task
+
+        for name, params in self.search.items():
+            if name not in self.all_tasks():
+                raise ValueError(f"search.{name}: not a task of this job (tasks: {', '.join(self.all_tasks())})")
+            task = get_task(name)
+            bad = task.unknown_search_params(list(params))
+            if bad:
+                raise ValueError(f"search.{name}: unknown parameter(s) {bad}; valid: {', '.join(task.search_params)}")
+        for name, variant in self.variants.items():
+            if name not in self.all_tasks():
+                raise ValueError(f"variants.{name}: not a task of this job (tasks: {', '.join(self.all_tasks())})")
+            valid = get_task(name).variants
+            if variant not in valid:
+                raise ValueError(f"variants.{name}: unknown variant {variant!r}; valid: {', '.join(valid) or 'none'}")
+        for ref in self.datasets:
+            extra = sorted(set(ref.tasks or ()) - set(task_names()))
+            if extra:
+                valid = ", ".join(task_names())
+                raise ValueError(f"datasets.{ref.name}.tasks: unknown task(s) {extra}; valid: {valid}")
+        problems = []
+        for ref in self.datasets:
+            problems += plan_problems(DATASETS.get(ref.name), self.tasks_of(ref), self.levels_of(ref))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @model_validator(mode="after")
     def _selectable(self) -> JobSpec:
         from partaware.encoders.registry import select_encoders
@@ -135,85 +198,269 @@ class JobSpec(_Strict):
             raise PydanticCustomError("unknown_encoder", "encoders: {msg}", {"msg": str(e)}) from None
         return self
 
+    def levels_of(self, ref: DatasetRef) -> list[str]:
+        return list(ref.levels or self.levels)
+
+    def tasks_of(self, ref: DatasetRef) -> list[str]:
+        return list(ref.tasks or self.tasks)
+
+    def all_tasks(self) -> list[str]:
+        """Every task some dataset of the job runs, in the job's order."""
+        return list(dict.fromkeys(t for ref in self.datasets for t in self.tasks_of(ref)))
+
+    def plan(self) -> list[tuple[str, str, str]]:
+        """(dataset, level, task) triples the probe stage runs, in order."""
+        return [(ref.name, level, task) for ref in self.datasets for level in self.levels_of(ref)
+                for task in self.tasks_of(ref)]  # fmt: skip
+
     def resolved_encoders(self) -> list[str]:
+        """The study's encoders (what is ranked), controls excluded."""
         from partaware.encoders.registry import select_encoders
 
         return select_encoders(self.encoders, zoo=self.zoo)
 
+    def control_encoders(self) -> list[str]:
+        """The random-initialisation controls the job adds: one per architecture of its encoders."""
+        if not self.controls:
+            return []
+        from partaware.encoders.controls import control_name
+        from partaware.encoders.registry import ENCODERS
 
-def format_validation_error(source: str, err: ValidationError, what: str = "job spec") -> str:
-    """One line: ``source: invalid job spec: field.path: problem (got value); ...``."""
-    parts = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(x) for x in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if not loc:  # a model-level check names its own field in the message
-            parts.append(msg)
+        specs = [ENCODERS.get(n) for n in self.resolved_encoders()]
+        return list(dict.fromkeys(control_name(s) for s in specs if s.weights.kind != "random"))
+
+    def job_encoders(self) -> list[str]:
+        """Every encoder the job extracts and probes: the study's, then the controls."""
+        return [*self.resolved_encoders(), *self.control_encoders()]
+
+
+def plan_problems(entry: Any, tasks: list[str], levels: list[str]) -> list[str]:
+    """Why a task cannot run on a dataset at a level, one sentence each (empty: all can run)."""
+    from partaware.probes.tasks import get_task, tasks_for
+
+    problems = []
+    for level in levels:
+        if level not in entry.levels:
+            problems.append(f"dataset {entry.name} has no {level} level (it has: {', '.join(entry.levels)})")
             continue
-        if e["type"] == "extra_forbidden":
-            msg = f"unknown field (valid fields: {_valid_fields(e['loc'], err.title)})"
-        elif (
-            e["type"] != "missing"
-            and "input" in e
-            and not isinstance(e["input"], dict | list)
-            and repr(e["input"]) not in msg
-        ):
-            msg = f"{msg} (got {e['input']!r})"
-        parts.append(f"{loc}: {msg}")
-    return f"{source}: invalid {what}: " + "; ".join(parts)
+        for name in tasks:
+            task = get_task(name)
+            if task.needs not in entry.kinds:
+                valid = ", ".join(tasks_for(entry)) or "none"
+                problems.append(f"task {name} cannot run on dataset {entry.name} at level {level}: it needs "
+                                f"{task.needs.replace('_', ' ')} (tasks for {entry.name}: {valid})")  # fmt: skip
+            elif level not in task.levels:
+                problems.append(f"task {name} has no {level} level (levels: {', '.join(task.levels)})")
+    return problems
 
 
-def _valid_fields(loc: tuple, title: str) -> str:
-    model: type[BaseModel] = _MODELS_BY_TITLE.get(title, JobSpec)
-    for key in loc[:-1]:
-        field = model.model_fields.get(str(key)) if isinstance(key, str) else None
-        if field is None:
-            continue
-        ann = field.annotation
-        for candidate in (ann, *getattr(ann, "__args__", ())):
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                model = candidate
-                break
-    return ", ".join(model.model_fields)
-
-
-_MODELS_BY_TITLE: dict[str, type[BaseModel]] = {}
-
-
-def register_options_model(model: type[BaseModel]) -> type[BaseModel]:
-    """Let ``format_validation_error`` list the valid fields of other option models (converters)."""
-    _MODELS_BY_TITLE[model.__name__] = model
-    return model
+register_options_model(JobSpec)
 
 
 def parse_spec(data: Any, *, source: str = "<spec>") -> JobSpec:
-    """Validate a spec mapping; ``SpecError`` (one line) on any problem."""
+    """Validate a spec mapping; ``SpecError`` (one line) on any problem.
+
+    Complete before any Ray process or run folder exists: the model, then each dataset's converter
+    options (typed by the converter's own model) and the bounds on sizes and counts.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a job spec must be a YAML mapping, got {type(data).__name__}")
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except ValidationError as e:
         raise SpecError(format_validation_error(source, e)) from None
     except PartawareError as e:  # a validator's own error (an unknown encoder or dataset)
         raise SpecError(f"{source}: invalid job spec: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: invalid job spec: nested too deeply") from None
+    check_dataset_refs(spec, source)
+    check_spec_bounds(spec, source)
+    return spec
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:
-    """Read a YAML spec (``yaml.safe_load``: specs never run code), apply overrides, validate."""
+    """Read a YAML spec (bounded size, no anchors or aliases: specs never run code or expand), apply
+    overrides, validate."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such job spec") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
+    data = load_yaml_text(read_spec_text(path), source=str(path))
     if isinstance(data, dict) and overrides:
         data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
     return parse_spec(data, source=str(path))
 
 
 def dump_spec(spec: JobSpec) -> str:
-    """The resolved spec as YAML, saved beside every run's results."""
-    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    """The resolved spec as YAML, saved beside every run's results (no anchors: ``load_spec`` refuses them)."""
+    return yaml.dump(
+        spec.model_dump(mode="json", exclude_none=True), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True
+    )
+
+
+# --- reading specs safely -----------------------------------------------------------------------
+
+#: A spec names datasets, encoders and settings; anything larger is a mistake (or an attack).
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_DEPTH = 32
+MAX_SPEC_NODES = 200_000
+
+
+def read_spec_text(path: Path) -> str:
+    """The spec file's text: ``SpecError`` naming the file for a folder, an unreadable, oversized or
+    non-UTF-8 file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such job spec") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a job spec; pass a .yaml file") from None
+    except OSError as e:
+        why = e.strerror or e
+        raise SpecError(f"{path}: cannot read the job spec ({why}); check the path and its permissions") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: job spec is larger than {MAX_SPEC_BYTES >> 20} MiB; a spec names data, it holds none")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        byte = f"byte {raw[e.start]:#04x} at offset {e.start}"
+        raise SpecError(f"{path}: line {line}: not UTF-8 text ({byte}); save the spec as UTF-8") from None
+
+
+class _RefusedYAML(yaml.MarkedYAMLError):
+    """YAML that is valid but refused in a spec (an anchor or alias, too deep, too many nodes)."""
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``SafeLoader`` without anchors or aliases (a few lines of aliases expand to gigabytes once dumped or
+    validated), with bounded nesting and node count."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            sign = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            _refuse(event, f"YAML {sign}{event.anchor} refused: job specs may not use anchors or aliases; write it out")
+        self._nodes += 1
+        if self._nodes > MAX_SPEC_NODES:
+            _refuse(event, f"refused: more than {MAX_SPEC_NODES} values")
+        self._depth += 1
+        try:
+            if self._depth > MAX_SPEC_DEPTH:
+                _refuse(event, f"refused: nested deeper than {MAX_SPEC_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _refuse(event: yaml.Event, problem: str) -> None:
+    raise _RefusedYAML(problem=problem, problem_mark=event.start_mark)
+
+
+def load_yaml_text(text: str, *, source: str) -> Any:
+    """YAML from user input (a spec, a ``--set`` value) with ``_SpecLoader``: ``SpecError`` naming the
+    place on any problem."""
+    loader = _SpecLoader(text)
+    try:
+        return loader.get_single_data()
+    except _RefusedYAML as e:
+        raise SpecError(f"{source}:{_where(e)} {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{source}:{_where(e)} not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    finally:
+        loader.dispose()
+
+
+def _where(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    return f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Write every value out: a shared object would otherwise come back as an anchor the loader refuses."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+# --- checks after the model ---------------------------------------------------------------------
+
+
+def check_dataset_refs(spec: JobSpec, source: str) -> None:
+    """Each dataset's options typed by its converter's model, and a source where one is needed (no torch)."""
+    from partaware.datasets import DATASETS, options_model
+
+    for i, ref in enumerate(spec.datasets):
+        entry = DATASETS.get(ref.name)
+        if entry.generated and ref.source:
+            raise SpecError(
+                f"{source}: invalid job spec: datasets.{i}.source: {ref.name} is generated and takes no source "
+                f"(got {ref.source!r}); remove it"
+            )
+        if not entry.generated and not ref.source:
+            raise SpecError(
+                f"{source}: invalid job spec: datasets.{i}.source: dataset {ref.name} needs a source "
+                f"(expected: {entry.source}); set it to a folder, an archive or a URI such as s3://..."
+            )
+        try:
+            options_model(ref.name)(**ref.options)
+        except ValidationError as e:
+            raise SpecError(format_validation_error(source, e, prefix=f"datasets.{i}.options.")) from None
+
+
+#: (what, value of the spec, most allowed) for what the model leaves open: a typo of 10**9 is refused here.
+def _bounded_values(spec: JobSpec) -> list[tuple[str, float, float]]:
+    res, search = spec.resources, spec.search_settings
+    grid = 1
+    for dims in spec.search.values():
+        for dim in dims.values():
+            if dim.type == "grid":
+                grid *= len(dim.values or ())
+    values = [
+        ("datasets", len(spec.datasets), 64),
+        ("encoders", len(spec.encoders), 1024),
+        ("custom_encoders", len(spec.custom_encoders), 1024),
+        ("description (characters)", len(spec.description), 20_000),
+        ("storage (characters)", len(spec.storage or ""), 4096),
+        ("resources.extract_batch_size", res.extract_batch_size, 65_536),
+        ("resources.max_actors", res.max_actors, 4096),
+        ("resources.cpus_per_actor", res.cpus_per_actor, 1024),
+        ("resources.gpus_per_actor", res.gpus_per_actor, 64),
+        ("resources.cpus_per_trial", res.cpus_per_trial, 1024),
+        ("resources.gpus_per_trial", res.gpus_per_trial, 64),
+        ("search_settings.grace_period", search.grace_period, search.max_epochs),
+        ("search_settings.reduction_factor", search.reduction_factor, 1000),
+        ("trials per task (num_samples x grid size)", search.num_samples * grid, 100_000),
+    ]
+    values += [(f"datasets.{i}.source (characters)", len(r.source or ""), 4096) for i, r in enumerate(spec.datasets)]
+    for task, dims in spec.search.items():
+        values += [(f"search.{task}.{name}.values", len(d.values or ()), 10_000) for name, d in dims.items()]
+    return values
+
+
+def check_spec_bounds(spec: JobSpec, source: str) -> None:
+    """Sizes and counts within sane bounds (``SpecError`` naming the field and the bound)."""
+    over = [f"{what}: {_num(value)} is above the limit {_num(limit)}" for what, value, limit in _bounded_values(spec)
+            if value > limit]  # fmt: skip
+    if over:
+        raise SpecError(f"{source}: invalid job spec: " + "; ".join(over))
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_local_sources(spec: JobSpec) -> None:
+    """Every local dataset source exists: a run here reads them, so a typo fails before Ray starts
+    (URIs are checked when opened; on a cluster, paths are the nodes')."""
+    import os
+
+    for i, ref in enumerate(spec.datasets):
+        if not ref.source or ("://" in ref.source and not ref.source.startswith("file://")):
+            continue
+        path = os.path.abspath(os.path.expanduser(ref.source.removeprefix("file://")))
+        if not os.path.exists(path):
+            raise SpecError(f"job {spec.name}: datasets.{i}.source: {path} does not exist; check the path")

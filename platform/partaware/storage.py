@@ -9,6 +9,10 @@ Completeness rules, so a reader never sees a partial output as complete:
 - a multi-file output (a folder) is complete only once its ``_SUCCESS`` marker exists, written last.
 
 Credentials are never read, printed or stored here: s3fs/botocore take them from the usual AWS chain.
+
+Waits are bounded: S3 calls get connect/read timeouts and a bounded number of attempts
+(``$PARTAWARE_S3_CONNECT_TIMEOUT``, ``$PARTAWARE_S3_READ_TIMEOUT``, ``$PARTAWARE_S3_MAX_ATTEMPTS``), and an
+endpoint that refuses, never answers or denies access ends in one ``StorageError`` line naming it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import IO, Any
 
 import fsspec
 
-from partaware.errors import StorageError, UnsafePathError
+from partaware.errors import StorageError, StorageUnusableError, UnsafePathError
 
 STORAGE_ENV = "PARTAWARE_STORAGE"
 ENDPOINT_ENV = "PARTAWARE_S3_ENDPOINT"
@@ -47,16 +51,133 @@ def s3_endpoint() -> str | None:
 
 
 def filesystem_for(uri: str, **storage_options: Any) -> tuple[fsspec.AbstractFileSystem, str]:
-    """An fsspec filesystem and the protocol-less path for ``uri``, honouring the S3 endpoint setting."""
+    """An fsspec filesystem and the protocol-less path for ``uri``, honouring the S3 endpoint setting.
+
+    S3 gets bounded waits (``s3_limits``) and never waits for a ``100-continue`` that may not come.
+    """
     protocol = uri.split("://", 1)[0] if "://" in uri else "file"
-    if protocol in ("s3", "s3a"):
+    if protocol in ("s3", "s3a") and "::" not in uri:
         endpoint = storage_options.pop("endpoint_url", None) or s3_endpoint()
         if endpoint:
             client_kwargs = dict(storage_options.pop("client_kwargs", {}))
             client_kwargs.setdefault("endpoint_url", endpoint)
             storage_options["client_kwargs"] = client_kwargs
+        storage_options["config_kwargs"] = {**s3_limits().config_kwargs(), **storage_options.get("config_kwargs", {})}
+        from partaware._s3 import BoundedS3FileSystem
+
+        fs = BoundedS3FileSystem(**storage_options)
+        return fs, fs._strip_protocol(uri)
     fs, path = fsspec.core.url_to_fs(uri, **storage_options)
     return fs, path
+
+
+S3_CONNECT_TIMEOUT_ENV = "PARTAWARE_S3_CONNECT_TIMEOUT"
+S3_READ_TIMEOUT_ENV = "PARTAWARE_S3_READ_TIMEOUT"
+S3_MAX_ATTEMPTS_ENV = "PARTAWARE_S3_MAX_ATTEMPTS"
+
+
+@dataclass(frozen=True)
+class S3Limits:
+    """How long one S3 call may wait: seconds to connect, seconds between bytes, attempts in all."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_attempts: int = 3
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """botocore ``Config`` arguments (s3fs ``config_kwargs``): botocore retries, s3fs does not."""
+        return {
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "retries": {"total_max_attempts": self.max_attempts, "mode": "standard"},
+        }
+
+    @property
+    def worst_case_s(self) -> float:
+        """An upper bound on one call's wait (backoff between attempts included)."""
+        return self.max_attempts * (self.connect_timeout + self.read_timeout) + 20.0 * (self.max_attempts - 1)
+
+
+def s3_limits() -> S3Limits:
+    """``S3Limits`` from the environment (defaults where unset); ``StorageError`` for a bad value."""
+    default = S3Limits()
+    values: dict[str, float] = {}
+    for env, name in (
+        (S3_CONNECT_TIMEOUT_ENV, "connect_timeout"),
+        (S3_READ_TIMEOUT_ENV, "read_timeout"),
+        (S3_MAX_ATTEMPTS_ENV, "max_attempts"),
+    ):
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw) if name == "max_attempts" else float(raw)
+        except ValueError:
+            value = -1
+        if not 0 < value <= (20 if name == "max_attempts" else 3600):
+            limit = "an integer 1..20" if name == "max_attempts" else "seconds in (0, 3600]"
+            raise StorageUnusableError(f"${env}={raw!r}: expected {limit} (default {getattr(default, name)})")
+        values[name] = value
+    return S3Limits(**values)
+
+
+def storage_error(exc: BaseException, uri: str | None = None) -> StorageError | None:
+    """One ``StorageError`` line for a connection, timeout, credentials or access failure (or None).
+
+    It names the endpoint (or the URI) and what to check; botocore's own messages run to many lines.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    chain = _exception_chain(exc)
+    if not any(type(e).__module__.split(".")[0] in _S3_MODULES for e in chain):
+        return None  # not an S3 call's failure (a refused Ray address is not a storage problem)
+    names = {type(e).__name__ for e in chain}
+    endpoint = s3_endpoint() or "the default AWS endpoint"
+    where = f"{uri} (endpoint {endpoint})" if uri else f"S3 endpoint {endpoint}"
+    limits = s3_limits() if names & _TIMEOUTS else None
+    if names & {"EndpointConnectionError", "ConnectionRefusedError", "ClientConnectorError"} and not limits:
+        return StorageUnusableError(
+            f"cannot connect to {where}: connection refused or host unreachable; check the endpoint "
+            f"(${ENDPOINT_ENV} or $AWS_ENDPOINT_URL) and that the server is up"
+        )
+    if limits is not None:
+        return StorageUnusableError(
+            f"{where} did not answer (timeouts {limits.connect_timeout:g} s to connect, {limits.read_timeout:g} s "
+            f"to read, {limits.max_attempts} attempts); check the endpoint, or raise ${S3_READ_TIMEOUT_ENV}"
+        )
+    if names & {"NoCredentialsError", "PartialCredentialsError"}:
+        return StorageUnusableError(
+            f"no credentials for {uri or 'S3'}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an AWS profile"
+        )
+    if uri and "://" in uri and any(isinstance(e, PermissionError) for e in chain):
+        return StorageUnusableError(f"access denied to {uri}: check the credentials and the bucket policy")
+    return None
+
+
+_S3_MODULES = {"botocore", "aiobotocore", "s3fs", "aiohttp"}
+_TIMEOUTS = {"ConnectTimeoutError", "ReadTimeoutError", "SocketTimeoutError", "ServerTimeoutError", "FSTimeoutError"}
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 20:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+@contextmanager
+def mapped_errors(uri: str) -> Iterator[None]:
+    """Turn a connection, timeout or access failure below into one ``StorageError`` line naming ``uri``."""
+    try:
+        yield
+    except (StorageError, UnsafePathError):
+        raise
+    except Exception as e:
+        mapped = storage_error(e, uri)
+        if mapped is None:
+            raise
+        raise mapped from e
 
 
 def safe_relpath(relpath: str) -> str:
@@ -78,10 +199,39 @@ class StorageRoot:
     path: str
 
     @classmethod
-    def open(cls, uri: str | None = None, **storage_options: Any) -> StorageRoot:
+    def open(cls, uri: str | None = None, *, writable: bool = False, **storage_options: Any) -> StorageRoot:
+        """The root at ``uri`` (flag, ``$PARTAWARE_STORAGE``, default); ``writable``: refused up front
+        (``StorageUnusableError``) unless a file can be written there."""
         uri = resolve_storage_uri(uri)
         fs, path = filesystem_for(uri, **storage_options)
-        return cls(uri=uri, fs=fs, path=path.rstrip("/"))
+        root = cls(uri=uri, fs=fs, path=path.rstrip("/"))
+        if root.is_local and os.path.exists(root.path) and not os.path.isdir(root.path):
+            raise StorageUnusableError(f"storage root {uri} is a file, not a folder; pass a folder to --storage")
+        if writable:
+            root.ensure_writable()
+        return root
+
+    def ensure_writable(self) -> None:
+        """Create the root and write (then remove) a probe file: a read-only root, a file in its path, a
+        missing bucket or an unreachable endpoint is one ``StorageUnusableError`` line, before any work."""
+        probe = posixpath.join(self.path, f".write-probe-{uuid.uuid4().hex}")
+        try:
+            with mapped_errors(self.uri):
+                if not self.is_object_store:  # an object store has no folders: one PUT tells (one wait at most)
+                    self.fs.makedirs(self.path, exist_ok=True)
+                try:
+                    self.fs.pipe_file(probe, b"")
+                except FileNotFoundError:  # no such bucket: create it, as every write would
+                    self.fs.makedirs(self.path, exist_ok=True)
+                    self.fs.pipe_file(probe, b"")
+                self.fs.rm_file(probe)
+        except StorageError as e:
+            raise StorageUnusableError(str(e)) from e
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+            raise StorageUnusableError(
+                f"storage root {self.uri} cannot be written ({why}); pass a writable folder or bucket to --storage"
+            ) from e
 
     # --- paths ---------------------------------------------------------------------------------
     @property
@@ -108,11 +258,13 @@ class StorageRoot:
 
     # --- reads ---------------------------------------------------------------------------------
     def exists(self, *relparts: str) -> bool:
-        return self.fs.exists(self.join(*relparts))
+        with mapped_errors(self.uri):
+            return self.fs.exists(self.join(*relparts))
 
     def read_bytes(self, *relparts: str) -> bytes:
         try:
-            return self.fs.cat_file(self.join(*relparts))
+            with mapped_errors(self.uri):
+                return self.fs.cat_file(self.join(*relparts))
         except FileNotFoundError as e:
             raise StorageError(f"{self.uri_of(*relparts)} does not exist") from e
 
@@ -122,9 +274,10 @@ class StorageRoot:
     def listdir(self, *relparts: str) -> list[str]:
         """Names (not paths) directly under a folder; empty if it does not exist."""
         path = self.join(*relparts)
-        if not self.fs.exists(path):
-            return []
-        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
+        with mapped_errors(self.uri):
+            if not self.fs.exists(path):
+                return []
+            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False))
 
     # --- atomic writes -------------------------------------------------------------------------
     @contextmanager
@@ -136,9 +289,10 @@ class StorageRoot:
         and on error the upload is aborted so nothing appears.
         """
         final = self.join(*relparts)
-        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        with mapped_errors(self.uri):
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         if self.is_object_store:
-            with self.fs.open(final, mode) as f:
+            with mapped_errors(self.uri), self.fs.open(final, mode) as f:
                 yield f
             return
         tmp = posixpath.join(posixpath.dirname(final), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(final)}")

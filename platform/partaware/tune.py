@@ -23,16 +23,23 @@ from typing import Any
 
 import numpy as np
 
-# Ray Tune's new console engine prints a configuration box per search even with verbose=0; the
-# classic reporter honours verbose=0, so a job with dozens of searches stays readable.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
 from partaware.errors import PartawareError, SpecError
+from partaware.probes.baselines import classification_baselines, retrieval_baselines, segmentation_baselines
 from partaware.probes.errors import ProbeInputError
+from partaware.probes.fit import (
+    PRIMARY_METRIC,
+    TRAINED,
+    concat,
+    fit_and_predict,
+    fit_and_score,
+    infer_num_classes,
+    num_rows,
+    subset,
+)
 from partaware.probes.linear import PER_HEAD_KEYS, linear_input, train_linear_heads
 from partaware.probes.retrieval import retrieval_ap
 from partaware.probes.splits import random_validation_split, stratified_validation_split
-from partaware.probes.tasks import PRIMARY_METRIC, TRAINED, concat, fit_and_score, infer_num_classes, num_rows, subset
+from partaware.probes.uncertainty import LEVEL, RESAMPLES, average_items, item_interval, mean_interval
 from partaware.results import ResultRecord
 from partaware.spec import Resources, SearchDim, SearchSettings
 
@@ -62,6 +69,12 @@ class SearchOutcome:
     gpu_hours: float = 0.0
     protocol: dict[str, Any] = field(default_factory=dict)
     experiment_path: str = ""
+    per_seed: list[float] = field(default_factory=list)
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
+    n_classes: int = 0
 
     def to_record(self, **identity: Any) -> ResultRecord:
         """A ``ResultRecord``; ``identity`` gives run_id, encoder, family, dataset, dataset_version, level,
@@ -72,7 +85,8 @@ class SearchOutcome:
             search_space=self.search_space, best_config=self.best_config, trials=self.trials,
             trials_stopped_early=self.trials_stopped_early, trial_results=self.trial_results,
             wall_seconds=self.wall_seconds, cpu_hours=self.cpu_hours, gpu_hours=self.gpu_hours,
-            protocol=self.protocol, **identity,
+            protocol=self.protocol, per_seed=self.per_seed, ci_low=self.ci_low, ci_high=self.ci_high, ci=self.ci,
+            baselines=self.baselines, n_classes=self.n_classes, **identity,
         )  # fmt: skip
 
 
@@ -175,7 +189,7 @@ def run_probe_search(
     """Search ``task``'s configuration on train/val, train the best on train+val, score it once on test.
 
     ``features_by_split``/``labels_by_split``: ``train`` and ``test`` (``val`` optional) as described in
-    ``partaware.probes.tasks``. ``space``: the job spec's ``search[task]``; ``fixed``: settings every
+    ``partaware.probes.fit``. ``space``: the job spec's ``search[task]``; ``fixed``: settings every
     trial shares (``optimizer``, ``feature``, ``eval_batch_stats`` ...). ``seeds``: the final fit's seeds
     (default ``[seed]``); mean and std over them. Retrieval scores every split together (the paper's
     gallery is the whole dataset) and needs no ``storage_path``. ``heads_per_trial > 1`` (linear only,
@@ -220,11 +234,15 @@ def run_probe_search(
     # The only place the test split is touched: the chosen configuration, trained on train + val.
     full_train = (concat([train[0], val[0]]), np.concatenate([np.asarray(train[1]), np.asarray(val[1])]))
     final_start = time.perf_counter()
-    per_seed = [fit_and_score(task, full_train, test, {**best_config, "seed": s}, num_classes=n_cls) for s in seeds]
+    fits = [fit_and_predict(task, full_train, test, {**best_config, "seed": s}, num_classes=n_cls, items=True)
+            for s in seeds]  # fmt: skip
     final_s = time.perf_counter() - final_start
+    per_seed = [m for m, _ in fits]
     keys = [k for k in per_seed[0] if k not in ("epoch", "train_loss")]
     means = {k: 100.0 * statistics.fmean(m[k] for m in per_seed) for k in keys}
     std = 100.0 * statistics.stdev(m[metric] for m in per_seed) if len(per_seed) > 1 else None
+    low, high = item_interval(metric, average_items([items for _, items in fits]), seed=seed)
+    units = "images" if task == "segmentation" else "test items"
     stopped = sum(1 for t in trial_results if t["stopped_early"])
     return SearchOutcome(
         task=task, metric=metric, value=means[metric], std=std, metrics=means, seeds=seeds,
@@ -234,8 +252,26 @@ def run_probe_search(
         trial_results=trial_results, wall_seconds=time.perf_counter() - start,
         cpu_hours=(trials_cpu_s + final_s * resources.cpus_per_trial) / 3600.0, gpu_hours=trials_gpu_s / 3600.0,
         protocol=_protocol(task, how, settings, {**fixed, **best_config}, heads_per_trial),
-        experiment_path=experiment_path,
+        experiment_path=experiment_path, per_seed=[100.0 * m[metric] for m in per_seed],
+        ci_low=_percent(low), ci_high=_percent(high), ci=_ci_record(units, seed),
+        baselines=_baselines(task, train, val, test, n_cls), n_classes=n_cls,
     )  # fmt: skip
+
+
+def _percent(fraction: float) -> float | None:
+    return 100.0 * fraction if np.isfinite(fraction) else None
+
+
+def _ci_record(units: str, seed: int) -> dict[str, Any]:
+    return {"level": LEVEL, "method": "percentile bootstrap", "units": units, "resamples": RESAMPLES, "seed": seed}
+
+
+def _baselines(task: str, train, val, test, n_cls: int) -> dict[str, float]:
+    """Chance and majority on the scored split, the majority class taken from train + val."""
+    y_fit = np.concatenate([np.asarray(train[1]), np.asarray(val[1])])
+    if task == "segmentation":
+        return segmentation_baselines(y_fit, test[1], n_cls)
+    return classification_baselines(y_fit, test[1], n_cls)
 
 
 def _search_grid(task: str, space: dict, fixed: dict, settings: SearchSettings, seed: int) -> dict[str, Any]:
@@ -290,6 +326,9 @@ def _resources(resources: Resources) -> tuple[dict[str, float], str | None]:
 
 
 def _search(task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric):
+    # Ray Tune's new console engine prints a configuration box per search even with verbose=0; the
+    # classic reporter honours verbose=0, so a job with dozens of searches stays readable.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -338,6 +377,7 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
             key = f"val_{metric}_head{i}" if "heads" in result.config else f"val_{metric}"
             trial_results.append({
                 "config": {**config, **_plain(head)}, "metric": float(result.metrics.get(key, float("nan"))),
+                "metric_unit": "fraction", "split": "validation",
                 "iterations": iterations, "stopped_early": iterations < planned,
                 "seconds": seconds / len(heads),
             })  # fmt: skip
@@ -369,12 +409,14 @@ def _protocol(task: str, how: str, settings: SearchSettings, chosen: Mapping[str
 
 
 def _retrieval(features_by_split, labels_by_split, *, exclude_self: bool, start: float, feature: str) -> SearchOutcome:
-    splits = [s for s in ("train", "val", "test") if s in features_by_split]
+    splits = list(features_by_split)
     if not splits:
         raise ProbeInputError(f"retrieval needs at least one split; got {sorted(features_by_split)}")
     feats = linear_input(concat([features_by_split[s] for s in splits]), feature)  # an array, or one tap of a mapping
     labels = np.concatenate([np.asarray(labels_by_split[s]) for s in splits])
     result = retrieval_ap(feats, labels, exclude_self=exclude_self)
+    low, high = mean_interval(result.per_query)
+    baselines = retrieval_baselines(labels, int(np.asarray(feats).shape[1]), exclude_self=exclude_self)
     wall = time.perf_counter() - start
     return SearchOutcome(
         task="retrieval", metric="ap", value=100.0 * result.ap, std=None, metrics=result.metrics(), seeds=[0],
@@ -382,4 +424,6 @@ def _retrieval(features_by_split, labels_by_split, *, exclude_self: bool, start:
         protocol={"gallery": f"all items of splits {splits}", "feature": feature, "query_in_gallery": not exclude_self,
                   "similarity": "cosine", "ap": "sklearn average_precision_score per query (exact, ties grouped)",
                   "n_undefined_queries": result.n_undefined},
+        per_seed=[100.0 * result.ap], ci_low=_percent(low), ci_high=_percent(high), ci=_ci_record("queries", 0),
+        baselines=baselines, n_classes=len(np.unique(labels)),
     )  # fmt: skip

@@ -1,19 +1,33 @@
 """``partctl``: the command line. Thin: it parses, validates, prints, and calls library functions.
 
 Each command group lives in its own module and registers on ``app`` when imported below.
-Every expected failure is a ``PartawareError``: printed as one line, exit code 2 for bad input
-(unknown names, invalid specs, unsafe paths) and 1 for everything else.
+Every failure is printed as one line (``main``): exit code 2 for bad input (unknown names, invalid
+specs, unreadable sources or checkpoints, unusable storage), 1 for a failed run or anything unexpected,
+130 when interrupted; ``--debug`` (or ``PARTAWARE_DEBUG=1``) also prints the traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import typer
+from rich.markup import escape
+from typer._click.exceptions import ClickException as _UsageError  # typer vendors click: its own classes
 
 from partaware import __version__
-from partaware.errors import DatasetError, PartawareError, SpecError, UnknownNameError
+from partaware.errors import (
+    CheckpointError,
+    DatasetError,
+    PartawareError,
+    SpecError,
+    StorageUnusableError,
+    UnknownNameError,
+)
 from partaware.progress import console
+
+DEBUG_ENV = "PARTAWARE_DEBUG"
 
 app = typer.Typer(
     name="partctl",
@@ -33,8 +47,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an error (or PARTAWARE_DEBUG=1)."),
 ) -> None:
     """partaware: part-aware vs object-aware encoders, as a platform."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
 
 
 from partaware.cli import (  # noqa: E402,F401  (registers the command groups)
@@ -48,13 +65,67 @@ from partaware.cli import (  # noqa: E402,F401  (registers the command groups)
     runs,
 )
 
-BAD_INPUT = (SpecError, UnknownNameError, DatasetError)
+BAD_INPUT = (SpecError, UnknownNameError, DatasetError, StorageUnusableError, CheckpointError)
 
 
 def main() -> None:
-    """Console entry point: run the app, turning expected errors into one clean line."""
+    """Console entry point: every failure ends as one line on stderr and an exit code.
+
+    2: bad input (a spec, a source, a checkpoint, a storage root: the line names it); 1: a failed run
+    or an unexpected error; 130: interrupted. ``--debug`` (or ``PARTAWARE_DEBUG=1``) adds the traceback.
+    """
     try:
-        app()
-    except PartawareError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2 if isinstance(e, BAD_INPUT) else 1)
+        code = app(standalone_mode=False)
+    except _UsageError as e:  # a bad flag or command: typer's own message (with --help), exit 2
+        _show_usage_error(e)
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt) as e:
+        cause = e.__cause__ if isinstance(e.__cause__, EOFError) else None
+        code = _report(cause) if cause is not None else _interrupted()
+    except Exception as e:  # noqa: BLE001 (the one place every error becomes a line)
+        code = _report(e)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(exc: BaseException) -> int:
+    """Print ``exc`` as one ``error:`` line (the traceback first with --debug); return the exit code."""
+    if _debugging():
+        traceback.print_exception(exc)
+    message, code = describe_error(exc)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    return code
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """The line to print for ``exc`` and the exit code: our errors as they are, known kinds named."""
+    from partaware.storage import storage_error
+
+    exc = getattr(exc, "cause", None) if isinstance(getattr(exc, "cause", None), PartawareError) else exc  # Ray
+    if isinstance(exc, PartawareError):
+        return str(exc), 2 if isinstance(exc, BAD_INPUT) else 1
+    mapped = storage_error(exc)
+    if mapped is not None:
+        return str(mapped), 2
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}; check the path and its permissions", 2
+    first = (str(exc).strip().splitlines() or [""])[0][:500]
+    hint = "rerun with --debug for the traceback" if not _debugging() else "the traceback is above"
+    return f"unexpected {type(exc).__name__}: {first} ({hint})", 1
+
+
+def _interrupted() -> int:
+    console.print("[yellow]interrupted[/yellow]", highlight=False)
+    return 130
+
+
+def _show_usage_error(e: Exception) -> None:
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(e)
+    except ImportError:  # typer without rich
+        e.show()
+
+
+def _debugging() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")

@@ -15,9 +15,9 @@ import typer
 import yaml
 
 from partaware.cli import app
-from partaware.cluster import ClusterError
 from partaware.errors import SpecError
 from partaware.progress import console
+from partaware.runs.cluster import ClusterError
 
 cluster_app = typer.Typer(help="Start, stop and reach a Ray cluster from ray_cluster.yaml (the Ray cluster launcher).")
 app.add_typer(cluster_app, name="cluster")

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
@@ -16,6 +15,7 @@ from partaware.datasets.store import ERRORS_FILE, list_versions
 from partaware.datasets.summary import DatasetSummary, human_bytes, summarize, version_size
 from partaware.errors import SpecError
 from partaware.progress import console, progress_bar
+from partaware.spec import load_yaml_text
 from partaware.storage import StorageRoot
 
 datasets_app = typer.Typer(help="Registered datasets.", no_args_is_help=True)
@@ -32,18 +32,21 @@ STORAGE_HELP = (
 @datasets_app.command("list")
 def datasets_list(storage: str = typer.Option(None, "--storage", help=STORAGE_HELP)) -> None:
     """List the datasets partaware can prepare, and the versions prepared under the storage root."""
+    from partaware.probes.tasks import tasks_for
+
     root = StorageRoot.open(storage)
     table = Table(title=f"datasets (storage root: {root.uri})")
     table.add_column("name", no_wrap=True)
     table.add_column("levels")
     table.add_column("tasks", max_width=24)
+    table.add_column("held out")
     table.add_column("source", max_width=36)
     table.add_column("prepared versions (version, date, size: regions, images, errors)", min_width=40)
     for name in DATASETS.names():
         entry = DATASETS.get(name)
         versions = list_versions(root, name)
         prepared = "\n".join(_version_line(v) for v in versions) or "-"
-        table.add_row(name, ",".join(entry.levels), ",".join(entry.tasks), entry.source, prepared)
+        table.add_row(name, ",".join(entry.levels), ",".join(tasks_for(entry)), entry.held_out, entry.source, prepared)
     console.print(table)
 
 
@@ -64,7 +67,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SpecError(f"--set {pair!r}: expected KEY=VALUE")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        out[key.strip().replace("-", "_")] = load_yaml_text(value, source=f"--set {key}")
     return out
 
 
@@ -83,7 +86,7 @@ def data_prepare(
 ) -> None:
     """Prepare a dataset under the storage root (idempotent: a prepared recipe is not redone)."""
     name = DATASETS.resolve(name)
-    root = StorageRoot.open(dest)
+    root = StorageRoot.open(dest, writable=True)
     shortcuts = {"size": size, "image_size": image_size, "seed": seed}
     options = {**{k: v for k, v in shortcuts.items() if v is not None}, **_parse_sets(sets)}
     start = time.perf_counter()

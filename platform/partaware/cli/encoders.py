@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from partaware.cli import app
-from partaware.encoders.registry import ENCODERS, _load_builtin_encoders, aliases_of
+from partaware.encoders.registry import ENCODERS, aliases_of
 from partaware.errors import SpecError
 from partaware.progress import console
 from partaware.storage import StorageRoot
@@ -54,7 +54,6 @@ def encoders_list(
     """List the registered encoders: name (aliases), family, zoo, architecture, weights, cached or not."""
     if zoo is not None and zoo not in ZOOS:
         raise SpecError(f"--zoo: unknown zoo {zoo!r}; valid: {', '.join(ZOOS)}")
-    _load_builtin_encoders()
     root = StorageRoot.open(storage)
     table = Table(title=f"encoders (weight cache: {root.uri_of('weights')})")
     for col in ("name", "aliases", "family", "zoo", "arch", "weights source", "cached"):

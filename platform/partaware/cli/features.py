@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 from rich.table import Table
 
@@ -9,6 +11,7 @@ from partaware.cli import app
 from partaware.errors import SpecError
 from partaware.extract.features import list_features
 from partaware.progress import console, progress_bar
+from partaware.runs.cluster import ray_session
 from partaware.storage import StorageRoot
 
 features_app = typer.Typer(help="The feature cache (<root>/features/<key>/).", no_args_is_help=True)
@@ -54,6 +57,9 @@ def extract(
     encoders: str = typer.Option(..., help="all | family:<f> | comma list of encoder names."),
     dataset: str = typer.Option("synthetic", help="A prepared dataset (see `partctl datasets list`)."),
     taps: str = typer.Option("cls,mean", help="Comma list of taps: cls, mean, proj, patch:<k>."),
+    kinds: str = typer.Option(
+        "regions", help="Comma list of manifest rows to encode: regions (boxes, patches), label_maps (whole images)."
+    ),
     storage: str = typer.Option(None, "--storage", help=STORAGE_HELP),
     zoo: str = typer.Option("paper", help="Zoo that `all` and `family:` select from."),
     batch_size: int = typer.Option(64, help="Regions per encoder batch."),
@@ -64,27 +70,29 @@ def extract(
     address: str = typer.Option(None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."),
 ) -> None:
     """Extract features of one dataset for each encoder (cached: a complete key does no work)."""
-    import ray
-
     from partaware.encoders.registry import select_encoders
-    from partaware.extract.pipeline import extract_features
+    from partaware.extract.pipeline import check_kinds
 
     names = select_encoders([e for e in encoders.split(",") if e.strip()], zoo=zoo)
     if not names:
         raise SpecError(f"--encoders {encoders!r} selects no registered encoder (zoo {zoo!r})")
     tap_list = [t.strip() for t in taps.split(",") if t.strip()]
-    root = StorageRoot.open(storage)
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    kind_list = check_kinds([k.strip() for k in kinds.split(",") if k.strip()])  # before starting Ray
+    root = StorageRoot.open(storage, writable=True)  # refused before Ray starts
+    with ray_session(address or os.environ.get("RAY_ADDRESS")):
+        _extract_all(root, dataset, names, tap_list, kinds=kind_list, batch_size=batch_size, min_actors=min_actors,
+                     max_actors=max_actors, precision=precision, max_error_rate=max_error_rate)  # fmt: skip
+
+
+def _extract_all(root, dataset, names, tap_list, **options) -> None:
+    from partaware.extract.pipeline import extract_features
+
     table = Table(title=f"extraction ({root.uri})")
     for col in ("encoder", "status", "key", "rows", "errors", "encoded", "regions/s", "read/decode/encode/write s"):
         table.add_column(col)
     for name in names:
         with progress_bar(f"extract {name}") as update:
-            r = extract_features(
-                root, dataset, name, taps=tap_list, batch_size=batch_size, min_actors=min_actors,
-                max_actors=max_actors, precision=precision, max_error_rate=max_error_rate, progress=update,
-            )  # fmt: skip
+            r = extract_features(root, dataset, name, taps=tap_list, progress=update, **options)
         t = r.timings
         stages = "/".join(f"{t.get(k, 0.0):.1f}" for k in ("read", "decode", "encode", "write")) if t else "-"
         table.add_row(

@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 
 from partaware.cli import app
-from partaware.cluster import jobs_address
 from partaware.errors import SpecError
 from partaware.progress import console, progress_bar
-from partaware.spec import JobSpec, load_spec
+from partaware.runs.cluster import jobs_address
+from partaware.spec import JobSpec, check_local_sources, load_spec
 
 _PROJECT_JOBS = Path(__file__).resolve().parents[3] / "jobs"
 
@@ -58,10 +58,36 @@ def spec_with_overrides(
 def validate(spec: str = typer.Argument(..., help="Job spec: a YAML path, or a name in jobs/.")) -> None:
     """Validate a job spec and print what it resolves to."""
     job = load_spec(find_spec(spec))
+    encoders = job.resolved_encoders()
     console.print(f"[green]valid[/green]: {job.name}", highlight=False)
     console.print(f"  datasets: {', '.join(d.name for d in job.datasets)}", highlight=False)
-    console.print(f"  encoders: {', '.join(job.resolved_encoders()) or '(none registered)'}", highlight=False)
-    console.print(f"  levels: {', '.join(job.levels)}; tasks: {', '.join(job.tasks)}", highlight=False)
+    console.print(f"  encoders: {', '.join(encoders) or '(none registered)'}", highlight=False)
+    console.print(f"  controls: {', '.join(job.control_encoders()) or 'none'}; seeds: {job.seeds}", highlight=False)
+    import sys
+
+    from rich.console import Console
+
+    # the plan is data: stdout, at full width when piped (a table wrapped at 80 columns cannot be grepped)
+    Console(width=None if sys.stdout.isatty() else 200).print(plan_table(job, encoders))
+
+
+def plan_table(job: JobSpec, encoders: list[str]) -> Table:
+    """The probe plan: one row per (dataset, level, task) with its split rule and search, x every encoder."""
+    from partaware.datasets import DATASETS
+    from partaware.probes.tasks import get_task
+
+    table = Table(title=f"plan: {len(job.plan())} (dataset, level, task) x {len(encoders)} encoders")
+    for col in ("dataset", "level", "task", "scored on", "metric", "search", "variant"):
+        table.add_column(col, no_wrap=True)
+    for dataset, level, name in job.plan():
+        task, entry = get_task(name), DATASETS.get(dataset)
+        scored = (f"{entry.held_out} (held out)" if task.split_rule == "held_out"
+                  else f"{','.join(entry.gallery) if entry.gallery else 'all'} (gallery)")  # fmt: skip
+        space = job.search.get(name) or task.search_defaults
+        search = f"{job.search_settings.num_samples} x {','.join(space) or 'fixed'}" if task.tuned else "-"
+        variant = job.variants.get(name) or (task.variants[0] if task.variants else "-")
+        table.add_row(dataset, level, name, scored, task.metric, search, variant)
+    return table
 
 
 @app.command()
@@ -104,8 +130,8 @@ def _submit_remote(job: JobSpec, address: str, *, storage: str | None, resume: s
     """Hand the job to a cluster: upload the package and the resolved spec, print the job id, return."""
     import tempfile
 
-    from partaware.cluster import JobsCluster, driver_entrypoint, job_runtime_env
-    from partaware.driver import new_run_id
+    from partaware.runs.cluster import JobsCluster, driver_entrypoint, job_runtime_env
+    from partaware.runs.driver import new_run_id
     from partaware.spec import dump_spec
     from partaware.storage import resolve_storage_uri
 
@@ -139,12 +165,13 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
     import os
     import signal
 
-    from partaware.cluster import ray_session
-    from partaware.driver import new_run_id, report_uri, run_job
-    from partaware.runs import find_resumable, read_run
+    from partaware.runs.cluster import ray_session
+    from partaware.runs.driver import new_run_id, report_uri, run_job
+    from partaware.runs.folders import find_resumable, read_run
     from partaware.storage import StorageRoot
 
-    root = StorageRoot.open(storage or job.storage)
+    check_local_sources(job)  # these and the storage root are refused before Ray or a run folder
+    root = StorageRoot.open(storage or job.storage, writable=True)
     job = job.model_copy(update={"storage": root.uri})  # the run records where it ran, however it was given
     if resume and not create:
         read_run(root, resume)  # an unknown run id fails here, listing the known ones

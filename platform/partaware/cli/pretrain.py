@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -83,10 +84,15 @@ def pretrain(
     from partaware.lab.ray_train import resolve_objectives
 
     names = resolve_objectives(objectives)
-    root = StorageRoot.open(storage)
+    root = StorageRoot.open(storage, writable=True)
     version = ensure_dataset(root, dataset, dataset_version)
     started = time.perf_counter()
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
+    from contextlib import nullcontext
+
+    from partaware.runs.cluster import ray_session
+
+    session = ray_session(os.environ.get("RAY_ADDRESS")) if ray else nullcontext()
+    with session, Live(console=console, refresh_per_second=4, transient=False) as live:
 
         def show(snapshot: dict[str, dict[str, Any]]) -> None:
             live.update(progress_table(snapshot, started))

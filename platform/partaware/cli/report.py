@@ -99,7 +99,15 @@ def gallery(
         grid=grid,
         seed=seed,
     )
-    result, paths, hits = make_gallery(root, recipe, out=out, name=name, queries=query_arg, top_k=top)
+    import os
+
+    from partaware.progress import progress_bar
+    from partaware.runs.cluster import ray_session
+
+    # the patches are encoded by the extraction pipeline's actors, into the feature cache
+    with ray_session(os.environ.get("RAY_ADDRESS")), progress_bar(f"gallery {name}") as update:
+        result, paths, hits = make_gallery(root, recipe, out=out, name=name, queries=query_arg, top_k=top,
+                                           progress=update)  # fmt: skip
     table = Table(title=f"gallery {name}: queries {result.queries}")
     keys = [k for k in result.summary[0] if k not in ("encoder", "feature")]
     for col in ("encoder", "feature", *keys):

@@ -13,10 +13,10 @@ import typer
 from rich.table import Table
 
 from partaware.cli import app
-from partaware.cluster import TERMINAL_JOB_STATES, JobsCluster, jobs_address
-from partaware.driver import SUCCEEDED, TERMINAL_STATES
 from partaware.progress import console
-from partaware.runs import list_runs, read_run, request_stop, run_log
+from partaware.runs.cluster import TERMINAL_JOB_STATES, JobsCluster, jobs_address
+from partaware.runs.driver import SUCCEEDED, TERMINAL_STATES
+from partaware.runs.folders import list_runs, read_run, request_stop, run_log
 from partaware.storage import StorageRoot
 
 _ADDRESS_HELP = "Ray Jobs address (http://<head>:8265; default $RAY_ADDRESS if http). Without: runs under --storage."

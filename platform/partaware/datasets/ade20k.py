@@ -7,9 +7,12 @@ Sources:
 - ``ade20k-part``: ``ADE20K_Part/{img,ann}/{train,val}`` (0 = background, 1..209 parts).
 - ``ade20k-object``: the same two layouts, 59 object ids.
 
-The 209 part and 59 object names are not published with the paper's code (its lists are placeholders,
-protocol §6); pass ``class_names`` or ``classes_file`` (one name per line, in id order) to name them,
-otherwise they are named by id (``part-001``) and ``dataset.json`` says so.
+Zhu-compatible: the 209 part and 59 object ids are the authors' release's, kept exactly (for Table 4); its
+names are not published (the paper's code reuses another dataset's names, marked wrong), so the classes
+are shown as ``class 17 (unnamed in the release)`` and ``dataset.json`` records the list used
+(``zhu-ade20k-part-209`` / ``zhu-ade20k-object-59``, with its sha256). ``class_names`` or ``classes_file``
+(one name per line, in id order) name them instead, recorded as given in options. For named parts use
+``ade20k-part-234`` (OV-PARTS); no mapping between the two id sets is published.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from partaware.datasets.classlists import load_class_list, options_class_list
 from partaware.datasets.convert import (
     Conversion,
     ConverterOptions,
@@ -27,10 +31,13 @@ from partaware.datasets.convert import (
 )
 from partaware.datasets.labelmaps import convert_label_map_pairs, find_pairs, read_class_names
 from partaware.datasets.store import PreparedDataset
-from partaware.spec import register_options_model
+from partaware.errors import DatasetError
 from partaware.storage import StorageRoot
+from partaware.validation import register_options_model
 
-CONVERTER_VERSION = "ade20k-1"
+CONVERTER_VERSION = "ade20k-2"
+#: The shipped list of each Zhu-compatible dataset (numeric ids, names unpublished).
+ZHU_LISTS = {"ade20k-part": "zhu-ade20k-part-209", "ade20k-object": "zhu-ade20k-object-59"}
 CHALLENGE_LAYOUT = {
     "train": ("images/training", "annotations/training"),
     "val": ("images/validation", "annotations/validation"),
@@ -85,15 +92,30 @@ def _prepare(
     root, name, level, num_classes, layouts, source, options, workers, progress
 ) -> tuple[PreparedDataset, bool]:
     opts = parse_options(LabelMapOptions, name, options)
+    zhu = load_class_list(ZHU_LISTS[name]) if name in ZHU_LISTS else None
+    if zhu is not None and len(zhu.ids) != num_classes:
+        raise DatasetError(f"{name}: class list {zhu.name} has {len(zhu.ids)} classes, the dataset {num_classes}")
 
     def body(conv: Conversion):
         names, names_source = _class_names(conv, name, num_classes)
+        record = None
+        if names_source == "options":
+            record = options_class_list(names, "class_names" if opts.class_names else "classes_file")
+        elif zhu is not None:
+            names, names_source, record = (
+                zhu.names(),
+                f"class list {zhu.name} (ids as released, names unpublished)",
+                zhu.record(),
+            )
+            zhu.add_to(conv.build)
         pairs = find_pairs(conv, layouts, splits=opts.splits)
         rows = convert_label_map_pairs(conv, pairs, level=level, num_classes=num_classes)
         info = {
             "description": f"{name}: {num_classes}-class {level} label maps",
-            "label_maps": label_map_info(level, names, names_source=names_source),
+            "label_maps": label_map_info(level, names, names_source=names_source, class_list=record),
         }
+        if record is not None:
+            info["class_lists"] = {level: record}
         return rows, info
 
     return run_conversion(
@@ -105,6 +127,7 @@ def _prepare(
         workers=workers,
         progress=progress,
         body=body,
+        extra_recipe={"class_list": {"name": zhu.name, "sha256": zhu.sha256}} if zhu else None,
     )
 
 
@@ -118,8 +141,7 @@ def _class_names(conv: Conversion, name: str, num_classes: int) -> tuple[list[st
         if info_files:
             return _object_info_names(conv, min(info_files, key=len)), "objectInfo150.txt"
         return list(ADE20K_150_CLASSES), "built-in list (ADE20K SceneParsing objectInfo150 order)"
-    prefix = "part" if name.endswith("part") else "object"
-    return [f"{prefix}-{i:03d}" for i in range(1, num_classes + 1)], "placeholder: named by id (names not published)"
+    return [], "class list"  # the Zhu-compatible list names them (placeholders, shown as such)
 
 
 def _object_info_names(conv: Conversion, path: str) -> list[str]:

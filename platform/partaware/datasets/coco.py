@@ -13,10 +13,11 @@ trains on train2017 and evaluates on val2017; retrieval uses train2017).
 from __future__ import annotations
 
 import json
+import math
 import posixpath
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from partaware.datasets.convert import (
     Conversion,
@@ -28,9 +29,9 @@ from partaware.datasets.convert import (
 )
 from partaware.datasets.patches import RULES, Keypoint, keypoint_patches
 from partaware.datasets.store import PreparedDataset
-from partaware.errors import DatasetError
-from partaware.spec import register_options_model
-from partaware.storage import StorageRoot
+from partaware.errors import DatasetError, UnsafePathError
+from partaware.storage import StorageRoot, safe_relpath
+from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "coco-1"
 KEYPOINT_NAMES = (
@@ -50,14 +51,19 @@ class CocoOptions(ConverterOptions):
     min_keypoints_per_person: int = Field(2, ge=1, description="the official code needs 2")
     object_samples: Literal["box", "none"] = Field("none", description="person boxes of counted persons")
 
+    @field_validator("keypoints")
+    @classmethod
+    def _known_keypoints(cls, keypoints: list[int]) -> list[int]:
+        bad = [k for k in keypoints if not 1 <= k <= len(KEYPOINT_NAMES)]
+        if bad:
+            raise ValueError(f"keypoint ids {bad} are not in 1..{len(KEYPOINT_NAMES)}")
+        return keypoints
+
 
 def prepare_coco(
     root: StorageRoot, *, source=None, options=None, workers=None, progress=None
 ) -> tuple[PreparedDataset, bool]:
     opts = parse_options(CocoOptions, "coco", options)
-    bad = [k for k in opts.keypoints if not 1 <= k <= len(KEYPOINT_NAMES)]
-    if bad:
-        raise DatasetError(f"coco: keypoint ids {bad} are not in 1..{len(KEYPOINT_NAMES)}")
     return run_conversion(
         root,
         "coco",
@@ -85,52 +91,46 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
     if not present:
         raise DatasetError(f"coco: {conv.source.uri} holds none of {sorted(ann_names.values())}")
     class_of = {k: i for i, k in enumerate(opts.keypoints)}
-    work = []  # (split, image record, [(ann, [(kp id, x, y)])])
+    work = []  # (split, source path, version path, annotation file, image record, [(ann, [(kp id, x, y)])])
     for split in present:
         base = conv.source.locate(ann_names[split])
         ann_file = posixpath.join(base, ann_names[split]).lstrip("/")
-        try:
-            data = json.loads(conv.source.read(ann_file))
-            image_recs = {im["id"]: im for im in data["images"]}
-            annotations = data["annotations"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise DatasetError(f"coco: {ann_file} is not a COCO keypoint file: {e}") from e
+        image_recs, annotations = _read_annotation_file(conv, ann_file)
         folder = _image_folder(conv, base, split)
-        persons: dict[int, list] = {}
+        persons: dict[int | str, list] = {}
         for i, ann in enumerate(annotations):
             record = f"annotation {ann.get('id', f'#{i}')}" if isinstance(ann, dict) else f"annotation #{i}"
             try:
-                kps, image_id = ann["keypoints"], ann["image_id"]
-                int(ann["id"])  # an annotation without an id cannot be named in distances
-                if len(kps) != 3 * len(KEYPOINT_NAMES):
-                    raise ValueError(f"keypoints has {len(kps)} values, expected {3 * len(KEYPOINT_NAMES)}")
-                chosen = [
-                    (k, float(kps[3 * (k - 1)]), float(kps[3 * (k - 1) + 1]))
-                    for k in range(1, len(KEYPOINT_NAMES) + 1)
-                    if k in class_of and kps[3 * (k - 1) + 2] >= 2
-                ]
+                chosen, image_id = _annotation_keypoints(ann, class_of, boxes=opts.object_samples == "box")
             except (KeyError, TypeError, ValueError) as e:
-                conv.error(ann_file, record, "unreadable-annotation", str(e))
+                conv.error(ann_file, record, "unreadable-annotation", _problem(e))
                 continue
             if image_id not in image_recs:
-                conv.error(ann_file, record, "unreadable-annotation", f"unknown image_id {image_id}")
+                conv.error(ann_file, record, "unreadable-annotation", f"unknown image_id {image_id!r}")
+                continue
+            if image_recs[image_id] is None:  # its image record is bad: already an error row
                 continue
             if len(chosen) >= opts.min_keypoints_per_person:  # others can never count: skip their image early
                 persons.setdefault(image_id, []).append((ann, chosen))
-        for image_id in sorted(persons):
-            work.append((split, folder, ann_file, image_recs[image_id], persons[image_id]))
+        for image_id in sorted(persons, key=lambda x: (isinstance(x, str), x)):
+            rec = image_recs[image_id]
+            try:
+                path, uri = _image_paths(folder, split, rec["file_name"])
+            except UnsafePathError as e:
+                conv.records += 1  # examined, and bad
+                conv.error(ann_file, f"image {image_id}", "unsafe-path", f"file_name {rec['file_name']!r}: {e}")
+                continue
+            work.append((split, path, uri, ann_file, rec, persons[image_id]))
 
     conv.total = len(work)
     rows: list[dict] = []
 
     def load(item):
-        _, folder, _, rec, _ = item
-        return load_image(conv.source, posixpath.join(folder, rec["file_name"]), decode=opts.decode_images)
+        return load_image(conv.source, item[1], decode=opts.decode_images)
 
-    for (split, folder, ann_file, rec, anns), loaded in conv.map(load, work):
+    for (split, image_file, image_uri, ann_file, rec, anns), loaded in conv.map(load, work):
         conv.records += 1
         conv.tick()
-        image_file = posixpath.join(folder, rec["file_name"])
         if isinstance(loaded, Exception):
             conv.error(image_file, f"image {rec['id']}", image_error_kind(loaded), str(loaded))
             continue
@@ -155,7 +155,7 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
         patches = keypoint_patches([Keypoint(x, y, float(a["id"])) for a, _, x, y in pooled], rule=opts.patch_rule)
         common = {
             "image_id": str(rec["id"]),
-            "image_uri": f"images/{split}/{rec['file_name']}",
+            "image_uri": image_uri,
             "width": w,
             "height": h,
             "split": SPLITS[split],
@@ -180,7 +180,7 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
             )
         if opts.object_samples == "box":
             for ann in counted:
-                x, y, bw, bh = (float(v) for v in ann.get("bbox", (0, 0, 0, 0)))
+                x, y, bw, bh = (float(v) for v in ann["bbox"])  # checked by _annotation_keypoints
                 image_rows.append(
                     {
                         **common,
@@ -193,7 +193,8 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                     }
                 )
         if image_rows:
-            conv.build.add_file(common["image_uri"], loaded.data)
+            if image_uri not in conv.build.checksums:  # two records may name one file (``../``)
+                conv.build.add_file(image_uri, loaded.data)
             rows.extend(image_rows)
     info = {
         "description": "COCO 2017 person keypoint-centred part patches (protocol §3.3)",
@@ -204,3 +205,77 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
         "crop": "boxes may extend past the image; extraction fills the outside with black (PIL crop)",
     }
     return rows, info
+
+
+def _read_annotation_file(conv: Conversion, ann_file: str) -> tuple[dict[int | str, dict | None], list]:
+    """``{image id: image record}`` and the annotations of one file; a bad image record is an error row
+    (and maps to None: its annotations are skipped, not counted again)."""
+    try:
+        data = json.loads(conv.source.read(ann_file))
+        images, annotations = data["images"], data["annotations"]
+        if not isinstance(images, list) or not isinstance(annotations, list):
+            raise TypeError("'images' and 'annotations' must be lists")
+    except (ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"coco: {ann_file} is not a COCO keypoint file: {_problem(e)}") from e
+    records: dict[int | str, dict | None] = {}
+    for i, im in enumerate(images):
+        if not (isinstance(im, dict) and isinstance(im.get("file_name"), str) and isinstance(im.get("id"), int | str)):
+            conv.records += 1  # a bad image record is a record examined, so the error rate stays <= 100%
+        image_id = im.get("id") if isinstance(im, dict) else None
+        record = f"image {image_id}" if isinstance(image_id, int | str) else f"image #{i}"
+        if not isinstance(im, dict) or not isinstance(image_id, int | str) or isinstance(image_id, bool):
+            conv.error(ann_file, record, "unreadable-annotation", "an image record needs an integer or string 'id'")
+        elif not isinstance(im.get("file_name"), str) or not im["file_name"].strip():
+            problem = f"must be a non-empty string (got {im['file_name']!r})" if "file_name" in im else "is missing"
+            conv.error(ann_file, record, "unreadable-annotation", f"'file_name' {problem}")
+            records[image_id] = None
+        else:
+            records[image_id] = im
+    return records, annotations
+
+
+def _annotation_keypoints(
+    ann: Any, class_of: dict[int, int], *, boxes: bool
+) -> tuple[list[tuple[int, float, float]], int | str]:
+    """The chosen visible keypoints ``(id, x, y)`` and the image id of one annotation; raises on a bad one."""
+    if not isinstance(ann, dict):
+        raise TypeError(f"an annotation must be a mapping, got {type(ann).__name__}")
+    kps, image_id = ann["keypoints"], ann["image_id"]
+    int(ann["id"])  # an annotation without an id cannot be named in distances
+    if not isinstance(image_id, int | str):
+        raise TypeError(f"image_id must be an integer or a string, got {image_id!r}")
+    if not isinstance(kps, list) or len(kps) != 3 * len(KEYPOINT_NAMES):
+        n = len(kps) if isinstance(kps, list) else type(kps).__name__
+        raise ValueError(f"keypoints has {n} values, expected {3 * len(KEYPOINT_NAMES)}")
+    if boxes:
+        box = ann.get("bbox")
+        if not isinstance(box, list) or len(box) != 4 or not all(_finite(v) for v in box):
+            raise ValueError(f"bbox must be 4 numbers [x, y, width, height], got {box!r}")
+    chosen = [
+        (k, float(kps[3 * (k - 1)]), float(kps[3 * (k - 1) + 1]))
+        for k in range(1, len(KEYPOINT_NAMES) + 1)
+        if k in class_of and kps[3 * (k - 1) + 2] >= 2
+    ]
+    return chosen, image_id
+
+
+def _image_paths(folder: str, split: str, file_name: str) -> tuple[str, str]:
+    """The image's path in the source and its path in the prepared version.
+
+    ``file_name`` may hold ``../`` as long as it stays inside the source (``UnsafePathError`` otherwise);
+    inside the split's folder the version keeps ``images/<split>/<name>``, elsewhere ``images/<path>``.
+    """
+    path = safe_relpath(posixpath.join(folder, file_name))
+    inside = posixpath.relpath(path, folder) if folder else path
+    if not inside.startswith("../"):
+        return path, safe_relpath(f"images/{split}/{inside}")
+    return path, safe_relpath(f"images/{path}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _problem(exc: Exception) -> str:
+    """A readable reason: a ``KeyError`` says which field is missing."""
+    return f"missing field {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -13,7 +13,7 @@ Error rate = bad records / records examined, where a record is what the converte
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from partaware.datasets.sources import Source, open_source
 from partaware.datasets.store import DatasetBuild, PreparedDataset, find_prepared
 from partaware.errors import SpecError
-from partaware.spec import format_validation_error, register_options_model
 from partaware.storage import StorageRoot
+from partaware.validation import format_validation_error, register_options_model
 
 ProgressFn = Callable[[int, int], None]
 T = TypeVar("T")
@@ -126,16 +126,19 @@ def run_conversion(
     workers: int | None,
     progress: ProgressFn | None,
     body: Callable[[Conversion], tuple[list[dict], dict[str, Any]]],
+    extra_recipe: Mapping[str, Any] | None = None,
 ) -> tuple[PreparedDataset, bool]:
     """Open the source, reuse a prepared version of this recipe, or run ``body`` and publish.
 
-    ``body(conv)`` stages files through ``conv.build`` and returns ``(rows, info)``.
+    ``body(conv)`` stages files through ``conv.build`` and returns ``(rows, info)``. ``extra_recipe``:
+    inputs besides source and options that change the output (the class lists' digests).
     """
     with open_source(source, dataset=name) as src:
         recipe = {
             "converter": converter_version,
             "source_digest": src.digest(),
             "options": options.model_dump(mode="json", exclude=_OUTPUT_NEUTRAL),
+            **(extra_recipe or {}),
         }
         found = find_prepared(root, name, recipe)
         if found is not None:
@@ -188,17 +191,73 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def label_map_info(level: str, classes: list[str], *, names_source: str) -> dict[str, Any]:
-    """What ``dataset.json`` says about label maps: the paper's ``reduce_zero_label`` convention."""
-    return {
+def label_map_info(
+    level: str,
+    classes: list[str],
+    *,
+    names_source: str,
+    reduce_zero_label: bool = True,
+    ignore_index: int = IGNORE_INDEX,
+    class_list: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What ``dataset.json`` says about label maps: by default the paper's ``reduce_zero_label`` convention.
+
+    A release kept as shipped with 0-based ids (OV-PARTS) passes ``reduce_zero_label=False`` and its own
+    ``ignore_index``; ``class_list`` is the ``ClassList.record`` of the list that names the classes.
+    """
+    if reduce_zero_label:
+        encoding = (
+            f"single-channel PNG; stored value 0 = background/unlabelled, k = class k-1 (classes[k-1]); "
+            f"readers apply reduce_zero_label: 0 -> 255 (ignored), k -> k-1; {ignore_index} stays ignored"
+        )
+    else:
+        encoding = (
+            f"single-channel PNG (8 or 16 bit); stored value k = class k (classes[k]), 0-based; "
+            f"{ignore_index} = ignored (background and unlabelled); no reduce_zero_label"
+        )
+    info = {
         "level": level,
-        "reduce_zero_label": True,
-        "ignore_index": IGNORE_INDEX,
+        "reduce_zero_label": reduce_zero_label,
+        "ignore_index": ignore_index,
         "num_classes": len(classes),
         "classes": classes,
         "class_names_source": names_source,
-        "encoding": (
-            "single-channel PNG; stored value 0 = background/unlabelled, k = class k-1 (classes[k-1]); "
-            "readers apply reduce_zero_label: 0 -> 255 (ignored), k -> k-1; 255 stays ignored"
-        ),
+        "encoding": encoding,
     }
+    if class_list is not None:
+        info["class_list"] = dict(class_list)
+    return {**info, **(extra or {})}
+
+
+def class_list_of(info: Mapping[str, Any], level: str) -> dict[str, Any] | None:
+    """The class list that names ``level``'s labels in a ``dataset.json`` (``ClassList.record``), or None.
+
+    Read from ``info["class_lists"][level]`` (every converter with a shipped list writes it), else from the
+    level's label-map record.
+    """
+    lists = info.get("class_lists")
+    if isinstance(lists, Mapping) and isinstance(lists.get(level), Mapping):
+        return dict(lists[level])
+    maps = level_label_map_info(info, level)
+    return dict(maps["class_list"]) if maps and isinstance(maps.get("class_list"), Mapping) else None
+
+
+def is_label_map_row(row: Mapping[str, Any]) -> bool:
+    """A whole-image row whose labels are per pixel (its ``label_map_uri``), not a classified region."""
+    return row["label_id"] == LABEL_MAP_ID and row["sample_rule"] == "whole-image" and bool(row["label_map_uri"])
+
+
+def level_label_map_info(info: Mapping[str, Any], level: str) -> dict[str, Any] | None:
+    """``level``'s ``label_map_info`` in a ``dataset.json``, None if it has no maps at that level.
+
+    ``info["label_maps"]`` is one ``label_map_info`` (a dataset with maps at one level) or a mapping
+    level -> ``label_map_info`` (maps at several levels, as the synthetic set): one reader for both.
+    """
+    maps = info.get("label_maps")
+    if not isinstance(maps, Mapping):
+        return None
+    if "level" in maps:
+        return dict(maps) if maps["level"] == level else None
+    entry = maps.get(level)
+    return dict(entry) if isinstance(entry, Mapping) else None

@@ -29,8 +29,8 @@ from partaware.datasets.convert import (
 from partaware.datasets.patches import RULES, Keypoint, keypoint_patches
 from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.spec import register_options_model
 from partaware.storage import StorageRoot
+from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "cub-1"
 PAPER_KEYPOINTS = (11, 12, 9, 14)

@@ -24,8 +24,8 @@ from partaware.datasets.convert import (
 from partaware.datasets.labelmaps import IMAGE_EXTS
 from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.spec import register_options_model
 from partaware.storage import StorageRoot
+from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "imagenet-1"
 

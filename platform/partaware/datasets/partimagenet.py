@@ -1,27 +1,41 @@
-"""PartImageNet: COCO-style part annotations on ImageNet images (40 part classes, 11 super-categories).
+"""PartImageNet: COCO-style part annotations on ImageNet images (40 parts of 11 super-categories).
 
 Source: the release folder: ``{train,val,test}.json`` (COCO style: ``images``, ``annotations`` with
 polygon ``segmentation`` and ``bbox``, ``categories`` with ``name`` and ``supercategory``) and the
-images (``images/{train,val,test}/...``), found anywhere under ``--source`` by file name.
+images (``images/{train,val,test}/...``), found anywhere under ``--source`` by file name. Two releases
+exist: ``PartImageNet_OOD`` (the original; train/val/test hold disjoint ImageNet classes, 109/19/30 of
+158) and ``PartImageNet_Seg`` (the same classes in every split); option ``release`` says which
+(default ``ood``, whose class-disjointness is checked).
+
+Names: the shipped list ``partimagenet-parts-40`` (the README's super-categories and their parts):
+part label ids are its order, the release's categories are matched to it by name (a category not in
+it stops the conversion: the list does not fit the release); objects are the 11 super-categories in
+the README's order. The 158 ImageNet classes are not published outside the release: each image's
+class is its file name's WordNet id, and ``dataset.json`` lists the classes of each split.
 
 Rows per image: one ``part-box`` row per annotation (box from ``bbox``, mask = its polygons in an
-instance map ``masks/<split>/<stem>.png`` at ``mask_index`` k), each also naming the image's part
-label map; and one ``whole-image`` object row labelled with the super-category. Masks and label maps
-are rasterised from the JSON polygons, so every label map follows the platform's one convention
-(0 = background, k = category k-1; ``reduce_zero_label``) whatever PNG encoding a release copy uses.
+instance map ``masks/<split>/<stem>.png`` at ``mask_index`` k); one whole-image part label-map row
+(``<split>/<stem>/part-map``) for segmentation; one ``whole-image`` object row labelled with the
+super-category. Masks and label maps are rasterised from the JSON polygons, so every label map follows
+the platform's one convention (0 = background, k = class k-1; ``reduce_zero_label``).
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
+import re
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pydantic import Field
 
+from partaware.datasets.classlists import ClassList, load_class_list
 from partaware.datasets.convert import (
+    LABEL_MAP_ID,
+    LABEL_MAP_LABEL,
     Conversion,
     ConverterOptions,
     encode_png,
@@ -34,16 +48,21 @@ from partaware.datasets.convert import (
 from partaware.datasets.labelmaps import IMAGE_EXTS
 from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.spec import register_options_model
 from partaware.storage import StorageRoot
+from partaware.validation import register_options_model
 
-CONVERTER_VERSION = "partimagenet-1"
+CONVERTER_VERSION = "partimagenet-2"
+CLASS_LIST = "partimagenet-parts-40"
+_WNID = re.compile(r"(n\d{8})")
 
 
 @register_options_model
 class PartImageNetOptions(ConverterOptions):
     splits: list[Literal["train", "val", "test"]] = Field(
-        ["train", "val", "test"], min_length=1, description="JSON files <split>.json to read"
+        ["train", "val", "test"], min_length=1, description="JSON files <split>.json to read (each must exist)"
+    )
+    release: Literal["ood", "seg"] = Field(
+        "ood", description="ood: PartImageNet_OOD, class-disjoint splits (checked); seg: PartImageNet_Seg"
     )
 
 
@@ -51,6 +70,7 @@ def prepare_partimagenet(
     root: StorageRoot, *, source=None, options=None, workers=None, progress=None
 ) -> tuple[PreparedDataset, bool]:
     opts = parse_options(PartImageNetOptions, "partimagenet", options)
+    classes = load_class_list(CLASS_LIST)
     return run_conversion(
         root,
         "partimagenet",
@@ -59,8 +79,57 @@ def prepare_partimagenet(
         converter_version=CONVERTER_VERSION,
         workers=workers,
         progress=progress,
-        body=_convert,
+        body=lambda conv: _convert(conv, classes),
+        extra_recipe={"class_list": {"name": classes.name, "sha256": classes.sha256}},
     )
+
+
+def category_index(classes: ClassList, category: Mapping, json_file: str) -> int:
+    """The list index of a release category, matched by super-category and part name (``Car Tier`` or ``Tier``).
+
+    ``DatasetError`` (one line: file, category) for a category the list does not have.
+    """
+    sup, name = str(category.get("supercategory", "")).strip(), str(category.get("name", "")).strip()
+    for i, c in enumerate(classes.entries):
+        if sup.lower() == c["object"].lower() and name.lower() in (c["name"].lower(), c["part"].lower()):
+            return i
+    raise DatasetError(
+        f"partimagenet: {json_file}: category {category.get('id')!r} {name!r} (supercategory {sup!r}) "
+        f"is not in class list {classes.name}; nothing was published"
+    )
+
+
+def image_class(file_name: str) -> str | None:
+    """The ImageNet class (WordNet id) of an image, from its file name (``n01440764_10029.JPEG``)."""
+    m = _WNID.match(posixpath.basename(file_name))
+    return m.group(1) if m else None
+
+
+def split_classes(conv: Conversion, work: list, release: str) -> dict:
+    """Which ImageNet classes each split holds; for the OOD release, ``DatasetError`` if two splits share one."""
+    per_split: dict[str, set[str]] = {}
+    for split, _, rec, _ in work:
+        wnid = image_class(rec["file_name"])
+        if wnid:
+            per_split.setdefault(split, set()).add(wnid)
+    shared = {}
+    names = sorted(per_split)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            for wnid in sorted(per_split[a] & per_split[b]):
+                shared.setdefault(wnid, (a, b))
+    if shared and release == "ood":
+        wnid, (a, b) = next(iter(shared.items()))
+        raise DatasetError(
+            f"partimagenet: {conv.source.uri}: class {wnid} is in both {a}.json and {b}.json, but release=ood has "
+            f"class-disjoint splits ({len(shared)} shared classes; set release=seg for PartImageNet_Seg)"
+        )
+    return {
+        "release": release,
+        "class_disjoint": not shared,
+        "classes_per_split": {s: sorted(c) for s, c in sorted(per_split.items())},
+        "class_counts": {s: len(c) for s, c in sorted(per_split.items())},
+    }
 
 
 def _find_json(files: list[str], split: str) -> str | None:
@@ -78,7 +147,18 @@ def _find_image(by_name: dict[str, list[str]], file_name: str, split: str) -> st
     return None
 
 
-def _convert(conv: Conversion) -> tuple[list[dict], dict]:
+def _image_record_problem(rec: object) -> str | None:
+    """Why an image record cannot be used (None: it can): it needs an id and a file name."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("id"), int | str):
+        return "an image record needs an integer or string 'id'"
+    if "file_name" not in rec:
+        return "'file_name' is missing"
+    if not isinstance(rec["file_name"], str) or not rec["file_name"].strip():
+        return f"'file_name' must be a non-empty string (got {rec['file_name']!r})"
+    return None
+
+
+def _convert(conv: Conversion, classes: ClassList) -> tuple[list[dict], dict]:
     opts: PartImageNetOptions = conv.options
     files = conv.source.files()
     by_name: dict[str, list[str]] = {}
@@ -86,30 +166,48 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
         if f.endswith(IMAGE_EXTS):
             by_name.setdefault(posixpath.basename(f), []).append(f)
     jsons = {s: _find_json(files, s) for s in opts.splits}
-    if not any(jsons.values()):
-        raise DatasetError(f"partimagenet: {conv.source.uri} holds none of {[f'{s}.json' for s in opts.splits]}")
+    missing = [s for s, f in jsons.items() if f is None]
+    if missing:
+        raise DatasetError(
+            f"partimagenet: {conv.source.uri} has no {missing[0]}.json (the release's {missing[0]} split); "
+            "set splits to convert fewer"
+        )
     categories: dict[int, dict] | None = None
+    label_of: dict[int, int] = {}
     work = []
     for split, json_file in jsons.items():
-        if json_file is None:
-            continue
         try:
             data = json.loads(conv.source.read(json_file))
             cats = {int(c["id"]): c for c in data["categories"]}
             images, annotations = data["images"], data["annotations"]
         except (ValueError, KeyError, TypeError) as e:
             raise DatasetError(f"partimagenet: {json_file} is not a COCO-style annotation file: {e}") from e
+        if not isinstance(images, list) or not isinstance(annotations, list):
+            raise DatasetError(f"partimagenet: {json_file}: 'images' and 'annotations' must be lists")
         categories = categories or cats
-        if cats.keys() != categories.keys():
+        matched = {cid: category_index(classes, c, json_file) for cid, c in cats.items()}
+        if cats.keys() != categories.keys() or (label_of and matched != label_of):
             raise DatasetError(f"partimagenet: {json_file} has other categories than the first split's")
+        label_of = matched
         per_image: dict = {}
         for i, ann in enumerate(annotations):
-            per_image.setdefault(ann.get("image_id") if isinstance(ann, dict) else None, []).append((i, ann))
-        for rec in images:
-            work.append((split, json_file, rec, per_image.get(rec.get("id"), [])))
-    cat_ids = sorted(categories)
-    label_of = {cid: i for i, cid in enumerate(cat_ids)}
-    supers = sorted({str(categories[c].get("supercategory", "")) for c in cat_ids})
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            per_image.setdefault(image_id if isinstance(image_id, int | str) else None, []).append((i, ann))
+        for i, rec in enumerate(images):
+            problem = _image_record_problem(rec)
+            if problem:
+                record = (
+                    f"image {rec['id']}"
+                    if isinstance(rec, dict) and isinstance(rec.get("id"), int | str)
+                    else f"image #{i}"
+                )
+                conv.error(json_file, record, "unreadable-annotation", problem)
+                continue
+            work.append((split, json_file, rec, per_image.get(rec["id"], [])))
+    names = classes.names()
+    supers = [s["name"] for s in classes.spec["supercategories"]]
+    object_of = [c["object"] for c in classes.entries]  # the super-category of each part class, list spelling
+    split_info = split_classes(conv, work, opts.release)
     conv.total = len(work)
 
     def load(item):
@@ -166,16 +264,16 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
             "height": image.height,
             "split": split,
         }
-        obj_supers = {str(categories[cid].get("supercategory", "")) for _, cid, _ in parts}
+        obj_supers = {object_of[label_of[cid]] for _, cid, _ in parts}
         obj = obj_supers.pop() if len(obj_supers) == 1 else None
         for k, cid, box in parts:
-            sup = str(categories[cid].get("supercategory", ""))
+            sup = object_of[label_of[cid]]
             rows.append(
                 {
                     **common,
                     "region_id": f"{split}/{stem}/part{k:03d}",
                     "level": "part",
-                    "label": str(categories[cid]["name"]),
+                    "label": names[label_of[cid]],
                     "label_id": label_of[cid],
                     "object_label": sup,
                     "object_label_id": supers.index(sup),
@@ -184,6 +282,18 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                     "mask_index": k,
                     "label_map_uri": map_uri,
                     "sample_rule": "part-box",
+                }
+            )
+        if parts:  # an image without parts has nothing to segment
+            rows.append(
+                {
+                    **common,
+                    "region_id": f"{split}/{stem}/part-map",
+                    "level": "part",
+                    "label": LABEL_MAP_LABEL,
+                    "label_id": LABEL_MAP_ID,
+                    "label_map_uri": map_uri,
+                    "sample_rule": "whole-image",
                 }
             )
         if obj is not None:
@@ -199,11 +309,15 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                     "sample_rule": "whole-image",
                 }
             )
-    classes = [str(categories[c]["name"]) for c in cat_ids]
+    classes.add_to(conv.build)
+    part_list, object_list = classes.record("classes"), classes.record("supercategories")
+    published = {k: v["classes"] for k, v in classes.spec["splits"].items()}
     info = {
         "description": "PartImageNet: part boxes and masks, part label maps, super-category objects",
-        "part_classes": classes,
+        "part_classes": names,
         "object_classes": supers,
-        "label_maps": label_map_info("part", classes, names_source="categories of the COCO-style JSON"),
+        "label_maps": label_map_info("part", names, names_source=f"class list {classes.name}", class_list=part_list),
+        "class_lists": {"part": part_list, "object": object_list},
+        "partimagenet": {**split_info, "published_class_counts": published if opts.release == "ood" else None},
     }
     return rows, info

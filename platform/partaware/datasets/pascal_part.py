@@ -7,15 +7,19 @@ under ``--source``. Each ``.mat`` holds a struct ``anno`` with ``objects(k)``: `
 
 Label maps are rendered per image, objects and parts painted in file order (a later mask wins):
 - part level: value = the part's id in the mapping (0 = background or a pixel of an object no part
-  covers). The default mapping has 193 ids: the 16 classes with parts in VOC order, each class's parts
-  in the order of the release's ``part2ind.m``, the instance suffix dropped (``wheel_3`` -> ``wheel``).
-  The paper's own ids are not published (protocol §6); pass ``part_mapping_file`` (JSON
-  ``{"class": {"part": id}}``, ids 1..K, shared ids merge parts) to use another mapping.
+  covers). The default mapping is the shipped list ``partaware-pascal-part-193``: the 16 classes with
+  parts in VOC order, each class's parts in the order of the release's ``part2ind.m``, the instance
+  suffix dropped (``wheel_3`` -> ``wheel``): this platform's reading, not the paper's ids, which are not
+  published (protocol §6). ``part_mapping_file`` (JSON ``{"class": {"part": id}}``, ids 1..K, shared ids
+  merge parts) uses another mapping.
 - object level: value = 1 + index among the 16 classes with parts; boat, chair, diningtable and sofa,
   which have no parts, stay 0 (ignored), as in the paper's Pascal-Object-16.
 
-If the source holds the paper's processed layout (``{img,ann}/{train,val}`` PNGs) instead, those maps
-are taken as they are.
+Zhu-compatible mode: if the source holds the authors' processed release (``{img,ann}/{train,val}``
+PNGs) instead, those maps are taken as they are, ids unchanged (for Table 4). Their names are not
+published, so part classes are shown as ``class 17 (unnamed in the release)`` and ``dataset.json``
+records the list ``zhu-pascal-part-193``; no mapping from those ids to the named OV-PARTS list
+(``pascal-part-116``) is published. Every ``dataset.json`` names the list used (``class_lists``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import scipy.io
 from pydantic import Field
 
+from partaware.datasets.classlists import load_class_list, options_class_list
 from partaware.datasets.convert import (
     Conversion,
     ConverterOptions,
@@ -43,113 +48,33 @@ from partaware.datasets.convert import (
 from partaware.datasets.labelmaps import convert_label_map_pairs, find_dir, find_pairs, label_map_row
 from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.spec import register_options_model
 from partaware.storage import StorageRoot, filesystem_for
+from partaware.validation import register_options_model
 
-CONVERTER_VERSION = "pascal-part-1"
+CONVERTER_VERSION = "pascal-part-2"
+DEFAULT_LIST = "partaware-pascal-part-193"
+ZHU_LIST = "zhu-pascal-part-193"
 PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
-_VEHICLE_SIDES = (
-    "frontside",
-    "leftside",
-    "rightside",
-    "backside",
-    "roofside",
-    "leftmirror",
-    "rightmirror",
-    "fliplate",
-    "bliplate",
-    "door",
-    "wheel",
-    "headlight",
-    "window",
-)
-_QUADRUPED_HEAD = ("head", "leye", "reye", "lear", "rear")
-_HOOFED_LEGS = ("lfuleg", "lflleg", "rfuleg", "rflleg", "lbuleg", "lblleg", "rbuleg", "rblleg")
-_PAWED_LEGS = ("lfleg", "lfpa", "rfleg", "rfpa", "lbleg", "lbpa", "rbleg", "rbpa")
-#: Part names per class (instance suffixes dropped), in the order of the release's part2ind.m.
-PARTS: dict[str, tuple[str, ...]] = {
-    "aeroplane": ("body", "stern", "lwing", "rwing", "tail", "engine", "wheel"),
-    "bicycle": ("fwheel", "bwheel", "saddle", "handlebar", "chainwheel", "headlight"),
-    "bird": (
-        "head",
-        "leye",
-        "reye",
-        "beak",
-        "torso",
-        "neck",
-        "lwing",
-        "rwing",
-        "lleg",
-        "lfoot",
-        "rleg",
-        "rfoot",
-        "tail",
-    ),  # fmt: skip
-    "bottle": ("cap", "body"),
-    "bus": _VEHICLE_SIDES,
-    "car": _VEHICLE_SIDES,
-    "cat": (*_QUADRUPED_HEAD, "nose", "torso", "neck", *_PAWED_LEGS, "tail"),
-    "cow": (*_QUADRUPED_HEAD, "muzzle", "lhorn", "rhorn", "torso", "neck", *_HOOFED_LEGS, "tail"),
-    "dog": (*_QUADRUPED_HEAD, "nose", "torso", "neck", *_PAWED_LEGS, "tail", "muzzle"),
-    "horse": (*_QUADRUPED_HEAD, "muzzle", "lfho", "rfho", "lbho", "rbho", "torso", "neck", *_HOOFED_LEGS, "tail"),
-    "motorbike": ("fwheel", "bwheel", "handlebar", "saddle", "headlight"),
-    "person": (
-        "head",
-        "leye",
-        "reye",
-        "lear",
-        "rear",
-        "lebrow",
-        "rebrow",
-        "nose",
-        "mouth",
-        "hair",
-        "torso",
-        "neck",
-        "llarm",
-        "luarm",
-        "lhand",
-        "rlarm",
-        "ruarm",
-        "rhand",
-        "llleg",
-        "luleg",
-        "lfoot",
-        "rlleg",
-        "ruleg",
-        "rfoot",
-    ),  # fmt: skip
-    "pottedplant": ("pot", "plant"),
-    "sheep": (*_QUADRUPED_HEAD, "muzzle", "lhorn", "rhorn", "torso", "neck", *_HOOFED_LEGS, "tail"),
-    "train": (
-        "head",
-        "hfrontside",
-        "hleftside",
-        "hrightside",
-        "hbackside",
-        "hroofside",
-        "headlight",
-        "coach",
-        "cfrontside",
-        "cleftside",
-        "crightside",
-        "cbackside",
-        "croofside",
-    ),  # fmt: skip
-    "tvmonitor": ("screen",),
-}
+
+
+def _parts_of(class_list) -> dict[str, tuple[str, ...]]:
+    parts: dict[str, list[str]] = {}
+    for c in class_list.entries:
+        parts.setdefault(c["object"], []).append(c["part"])
+    return {cls: tuple(names) for cls, names in parts.items()}
+
+
+#: Part names per class (instance suffixes dropped), in the order of the release's part2ind.m (shipped list).
+PARTS: dict[str, tuple[str, ...]] = _parts_of(load_class_list(DEFAULT_LIST))
 OBJECT_CLASSES: tuple[str, ...] = tuple(PARTS)  # the 16 VOC classes that have parts
 _SUFFIX = re.compile(r"_\d+$")
 
 
 def default_part_mapping() -> dict[str, dict[str, int]]:
-    """``{class: {part: id}}`` with ids 1..193 (0 stays background)."""
-    mapping, next_id = {}, 1
-    for cls, parts in PARTS.items():
-        mapping[cls] = {}
-        for part in parts:
-            mapping[cls][part] = next_id
-            next_id += 1
+    """``{class: {part: id}}`` with ids 1..193 (0 stays background), as the shipped list numbers them."""
+    mapping: dict[str, dict[str, int]] = {}
+    for c in load_class_list(DEFAULT_LIST).entries:
+        mapping.setdefault(c["object"], {})[c["part"]] = int(c["id"])
     return mapping
 
 
@@ -175,6 +100,7 @@ def prepare_pascal_object(root: StorageRoot, *, source=None, options=None, worke
 
 def _prepare(root, name, level, source, options, workers, progress) -> tuple[PreparedDataset, bool]:
     opts = parse_options(PascalPartOptions, name, options)
+    lists = [load_class_list(n) for n in (DEFAULT_LIST, ZHU_LIST)] if level == "part" else []
     return run_conversion(
         root,
         name,
@@ -184,6 +110,7 @@ def _prepare(root, name, level, source, options, workers, progress) -> tuple[Pre
         workers=workers,
         progress=progress,
         body=lambda conv: _convert(conv, level),
+        extra_recipe={"class_lists": {c.name: c.sha256 for c in lists}} if lists else None,
     )
 
 
@@ -192,14 +119,10 @@ def _convert(conv: Conversion, level: str) -> tuple[list[dict], dict]:
     mapping = _load_mapping(conv) if level == "part" else None
     classes = _class_names(mapping) if mapping is not None else list(OBJECT_CLASSES)
     num_classes = len(classes)
-    names_source = "part_mapping_file" if opts.part_mapping_file else "default mapping (part2ind.m order)"
-    info = {
-        "description": f"Pascal-Part (VOC2010) {level} label maps",
-        "label_maps": label_map_info(level, classes, names_source=names_source if level == "part" else "VOC"),
-    }
     files = conv.source.files()
     ann_dir = find_dir(files, "Annotations_Part")
-    if ann_dir is None:  # the paper's processed PNG layout
+    info = _info(conv, level, classes, processed=ann_dir is None)
+    if ann_dir is None:  # the authors' processed PNG layout (Zhu-compatible: ids as released)
         pairs = find_pairs(conv, [PROCESSED_LAYOUT])
         return convert_label_map_pairs(conv, pairs, level=level, num_classes=num_classes), info
     img_dir = find_dir(files, "JPEGImages")
@@ -251,6 +174,30 @@ def _convert(conv: Conversion, level: str) -> tuple[list[dict], dict]:
         map_uri = conv.build.add_file(f"labels/{level}/{split}/{stem}.png", encode_png(label_map))
         rows.append(label_map_row(split, stem, image_uri, image, map_uri, level))
     return rows, info
+
+
+def _info(conv: Conversion, level: str, classes: list[str], *, processed: bool) -> dict:
+    """``dataset.json``'s label-map record, naming the class list used (a part-level list is copied in)."""
+    record, source = None, "VOC"
+    if level == "part" and conv.options.part_mapping_file:
+        record, source = options_class_list(classes, "part_mapping_file"), "part_mapping_file"
+    elif level == "part":
+        used = load_class_list(ZHU_LIST if processed else DEFAULT_LIST)
+        used.add_to(conv.build)
+        record = used.record()
+        if processed:
+            classes = used.names()
+            source = f"class list {used.name} (ids as released, names unpublished)"
+        else:
+            source = f"class list {used.name} (default mapping, part2ind.m order)"
+    info = {
+        "description": f"Pascal-Part (VOC2010) {level} label maps"
+        + (" as released by Zhu et al." if processed and level == "part" else ""),
+        "label_maps": label_map_info(level, classes, names_source=source, class_list=record),
+    }
+    if record is not None:
+        info["class_lists"] = {level: record}
+    return info
 
 
 class _PartError(Exception):

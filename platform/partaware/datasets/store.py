@@ -7,10 +7,21 @@ is written last, so a half-written version is never taken for a complete one.
 
 A *recipe* (the source plus every option that changes the output) maps to the version it produced
 (``_recipes/<recipe-key>.json``), so preparing the same source twice does no work the second time.
+
+Publishing cannot race: on a local root the staged folder, ``_SUCCESS`` included, becomes the version by
+one rename, and a writer that finds the version already complete discards its copy (two ``data prepare``
+of one recipe both succeed, with one version). A version folder left half-published (no ``dataset.json``
+or manifest beside its ``_SUCCESS``) is replaced on the next build. Each staging folder
+(``.incomplete-<token>``) is held by its writer through a lock file (``flock``) beside it; the next build
+removes staging folders whose writer is gone (``kill -9``), and unlocked ones older than
+``$PARTAWARE_STALE_STAGING_S`` (default one hour).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -30,7 +41,7 @@ from partaware.errors import DatasetError, StorageError
 from partaware.manifest import CHECKSUMS_FILE, MANIFEST_FILE, content_digest, manifest_bytes, manifest_table
 from partaware.manifest import read_manifest as _read_manifest
 from partaware.parquet import parquet_bytes_to_table, table_to_parquet_bytes
-from partaware.storage import StorageRoot, safe_relpath
+from partaware.storage import SUCCESS, StorageRoot, safe_relpath
 
 INFO_FILE = "dataset.json"
 ERRORS_FILE = "errors.parquet"
@@ -48,6 +59,10 @@ ERRORS_SCHEMA = pa.schema(
     ]
 )
 VERSION_CHARS = 16
+STAGING_PREFIX = ".incomplete-"
+STALE_STAGING_ENV = "PARTAWARE_STALE_STAGING_S"
+#: what a complete version folder holds besides its files (a ``_SUCCESS`` alone is a half-published one)
+VERSION_FILES = (SUCCESS, INFO_FILE, MANIFEST_FILE, CHECKSUMS_FILE)
 
 
 def recipe_key(name: str, recipe: Mapping[str, Any]) -> str:
@@ -97,17 +112,21 @@ class DatasetBuild:
         self.errors: list[dict[str, Any]] = []
         if root.is_local:
             parent = root.join("datasets", name)
-            os.makedirs(parent, exist_ok=True)
-            self.staging = os.path.join(parent, f".incomplete-{uuid.uuid4().hex}")
-            os.makedirs(self.staging)
         else:
-            self.staging = tempfile.mkdtemp(prefix=f"partaware-{name}-")
+            parent = os.path.join(tempfile.gettempdir(), "partaware-staging", name)
+        os.makedirs(parent, exist_ok=True)
+        remove_stale_staging(parent)
+        self._lock = StagingLock.create(parent)
+        self.staging = self._lock.folder
+        os.makedirs(self.staging)
 
     def __enter__(self) -> DatasetBuild:
         return self
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+        shutil.rmtree(self.staging + "-old", ignore_errors=True)
+        self._lock.release()
 
     def add_file(self, relpath: str, data: bytes) -> str:
         """Stage one file (image, mask, label map) and record its sha256; returns the safe relative path."""
@@ -185,16 +204,142 @@ class DatasetBuild:
             json.dump(full_info, f, indent=2, sort_keys=True, default=str)
 
         vroot = self.root.sub("datasets", self.name, version)
-        if not vroot.is_complete():
-            if self.root.fs.exists(vroot.path):  # a crashed earlier publish: replace it
-                self.root.fs.rm(vroot.path, recursive=True)
-            if self.root.is_local:
-                os.replace(self.staging, vroot.path)
-            else:
-                self.root.fs.put(self.staging.rstrip("/") + "/", vroot.path, recursive=True)
-            vroot.mark_complete(info={"version": version, "rows": table.num_rows})
+        completion = {"version": version, "rows": table.num_rows}
+        if self.root.is_local:
+            self._publish_local(vroot, completion)
+        elif not is_intact(vroot):  # object stores: upload (same keys, same bytes), then _SUCCESS last
+            self.root.fs.put(self.staging.rstrip("/") + "/", vroot.path, recursive=True)
+            vroot.mark_complete(info=completion)
         self.root.write_json({"version": version}, "datasets", self.name, RECIPES, f"{self.key}.json")
         return PreparedDataset(self.name, version, vroot, full_info)
+
+    def _publish_local(self, vroot: StorageRoot, completion: dict[str, Any]) -> None:
+        """Rename the staged folder, ``_SUCCESS`` already inside, into place: readers see all of it or none.
+
+        A complete version already there (another writer of the same recipe) wins and ours is discarded;
+        a half-published one is moved aside and replaced.
+        """
+        with open(os.path.join(self.staging, SUCCESS), "w") as f:
+            json.dump(completion, f, indent=2, sort_keys=True)
+        aside = self.staging + "-old"
+        for _ in range(5):
+            if is_intact(vroot):
+                return
+            if os.path.lexists(vroot.path):
+                try:
+                    os.rename(vroot.path, aside)
+                except FileNotFoundError:
+                    continue  # another writer moved it first
+                shutil.rmtree(aside, ignore_errors=True)
+            try:
+                os.rename(self.staging, vroot.path)
+                return
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise StorageError(f"{vroot.uri}: could not publish: other writers keep replacing it; rerun the prepare")
+
+
+def is_intact(vroot: StorageRoot) -> bool:
+    """A published version: its ``_SUCCESS`` and the files written before it (not ``_SUCCESS`` alone)."""
+    return all(vroot.exists(name) for name in VERSION_FILES)
+
+
+# --- staging folders and their writers -----------------------------------------------------------
+
+
+@dataclass
+class StagingLock:
+    """A writer's hold on ``<parent>/.incomplete-<token>``: the lock file ``.incomplete-<token>.lock`` beside it,
+    ``flock``-ed for the writer's lifetime (the kernel drops the lock when the process dies, ``kill -9`` too)."""
+
+    folder: str
+    path: str
+    fd: int | None
+
+    @classmethod
+    def create(cls, parent: str) -> StagingLock:
+        token = uuid.uuid4().hex
+        folder = os.path.join(parent, f"{STAGING_PREFIX}{token}")
+        tmp = f"{folder}.lock.tmp"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}).encode())
+        os.rename(tmp, f"{folder}.lock")  # appears already locked: a cleaner never sees it free
+        return cls(folder, f"{folder}.lock", fd)
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+def _stale_after_s() -> float:
+    raw = os.environ.get(STALE_STAGING_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else 3600.0
+    except ValueError:
+        return 3600.0
+
+
+def remove_stale_staging(parent: str) -> list[str]:
+    """Remove the staging folders under ``parent`` that no live writer holds; return their names.
+
+    Locked (a writer is alive): kept. Lock free (the writer died): removed. No lock file (an older
+    layout, or a moved-aside version): removed once older than ``$PARTAWARE_STALE_STAGING_S``.
+    """
+    removed = []
+    now, stale_after = time.time(), _stale_after_s()
+    try:
+        entries = list(os.scandir(parent))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(STAGING_PREFIX) or entry.name.endswith(".lock.tmp"):
+            continue
+        token = entry.name[len(STAGING_PREFIX) :].split("-", 1)[0].removesuffix(".lock")
+        lock = os.path.join(parent, f"{STAGING_PREFIX}{token}.lock")
+        if entry.name.endswith(".lock"):
+            if not any(e.name.startswith(f"{STAGING_PREFIX}{token}") and e.is_dir() for e in entries):
+                _remove_if_unheld(lock, None)
+            continue
+        if os.path.exists(lock):
+            if _remove_if_unheld(lock, entry.path):
+                removed.append(entry.name)
+        elif now - _mtime(entry.path) > stale_after:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
+
+
+def _remove_if_unheld(lock: str, folder: str | None) -> bool:
+    """If no process holds ``lock``, remove ``folder`` (if given) and the lock file; True if removed."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its writer is alive
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()
 
 
 def find_prepared(root: StorageRoot, name: str, recipe: Mapping[str, Any]) -> PreparedDataset | None:
@@ -215,7 +360,10 @@ def list_versions(root: StorageRoot, name: str) -> list[PreparedDataset]:
     for entry in root.listdir("datasets", name):
         if entry.startswith((".", "_")) or not root.is_complete("datasets", name, entry):
             continue
-        out.append(open_prepared(root, name, entry))
+        try:
+            out.append(open_prepared(root, name, entry))
+        except StorageError:  # half-published: the next prepare of its recipe repairs it
+            continue
     return sorted(out, key=lambda d: d.info.get("created", ""))
 
 
@@ -227,8 +375,11 @@ def open_prepared(root: StorageRoot, name: str, version: str | None = None) -> P
             raise StorageError(f"dataset {name!r} is not prepared under {root.uri}: run `partctl data prepare {name}`")
         return versions[-1]
     vroot = root.sub("datasets", name, version)
-    if not vroot.is_complete():
-        raise StorageError(f"dataset {name!r} version {version} under {root.uri} is missing or incomplete")
+    if not is_intact(vroot):
+        raise StorageError(
+            f"dataset {name!r} version {version} under {root.uri} is missing or incomplete: "
+            f"run `partctl data prepare {name}` again"
+        )
     return PreparedDataset(name, version, vroot, vroot.read_json(INFO_FILE))
 
 

@@ -10,9 +10,10 @@ Why it is built this way (the embedded default must carry the same signal as rea
   trivial.
 
 Every image comes with exact masks: an instance map (0 = not object, k = the k-th part), a semantic
-part map and an object map (0 = background, class index + 1), plus object and part boxes and one
-keypoint per part (its centre). Everything is a pure function of ``(seed, index)``, so any image can
-be regenerated alone and in any process.
+part map and an object map (0 = background, class index + 1), plus object and part boxes, one
+keypoint per part (its centre), and one whole-image label-map row per level for segmentation.
+Everything is a pure function of ``(seed, index)``, so any image can be regenerated alone and in any
+process.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from partaware.datasets.convert import LABEL_MAP_ID, LABEL_MAP_LABEL, label_map_info
 from partaware.datasets.store import DatasetBuild, PreparedDataset, find_prepared
 from partaware.errors import SpecError
-from partaware.spec import format_validation_error, register_options_model
 from partaware.storage import StorageRoot
+from partaware.validation import format_validation_error, register_options_model
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: whole-image label-map rows
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -397,19 +399,26 @@ def sample_files(sample: SyntheticSample, config: SyntheticConfig) -> dict[str, 
 
 
 def sample_rows(sample: SyntheticSample, config: SyntheticConfig) -> Iterator[dict]:
-    """Manifest rows of one sample: the object (box of its visible pixels), then each visible part."""
+    """Manifest rows of one sample: the object box, each visible part's box, then one whole-image
+    label-map row per level (``datasets.labelmaps``' convention), so segmentation reads the same set."""
     stem = f"{sample.index:06d}"
-    split = split_of(sample.index, config)
-    object_id = OBJECT_NAMES.index(sample.object_label)
     common = {
         "image_id": stem,
         "image_uri": f"images/{stem}.jpg",
         "width": config.image_size,
         "height": config.image_size,
-        "split": split,
+        "split": split_of(sample.index, config),
         "object_label": sample.object_label,
-        "object_label_id": object_id,
+        "object_label_id": OBJECT_NAMES.index(sample.object_label),
     }
+    yield from _box_rows(sample, config, common)
+    yield from _label_map_rows(stem, common)
+
+
+def _box_rows(sample: SyntheticSample, config: SyntheticConfig, common: dict) -> Iterator[dict]:
+    """The object (box of its visible pixels), then each part with enough visible pixels."""
+    stem = common["image_id"]
+    object_id = common["object_label_id"]
     obj_box = box_of(sample.instance_map > 0)
     if obj_box is None:
         return
@@ -445,6 +454,21 @@ def sample_rows(sample: SyntheticSample, config: SyntheticConfig) -> Iterator[di
             "mask_index": part.index,
             "label_map_uri": f"labels/part/{stem}.png",
             "sample_rule": "part-box",
+        }
+
+
+def _label_map_rows(stem: str, common: dict) -> Iterator[dict]:
+    """One whole-image row per level (box null, per-pixel labels in the map), for every image: a map
+    with no visible object is still a segmentation sample (all background)."""
+    for level in ("object", "part"):
+        yield {
+            **common,
+            "region_id": f"{stem}/image-{level}",
+            "level": level,
+            "label": LABEL_MAP_LABEL,
+            "label_id": LABEL_MAP_ID,
+            "label_map_uri": f"labels/{level}/{stem}.png",
+            "sample_rule": "whole-image",
         }
 
 
@@ -495,7 +519,11 @@ def prepare_synthetic(
             "description": "procedural objects built from a shared part vocabulary",
             "object_classes": list(OBJECT_NAMES),
             "part_classes": list(PART_NAMES),
-            "label_maps": {"part": "labels/part", "object": "labels/object", "background": 0},
+            # the maps store 0 = background, k = class k-1: the labelmaps datasets' convention, per level
+            "label_maps": {
+                "object": label_map_info("object", list(OBJECT_NAMES), names_source="generator"),
+                "part": label_map_info("part", list(PART_NAMES), names_source="generator"),
+            },
         }
         return build.publish(rows, info), True
 

@@ -8,6 +8,8 @@ Taps (names are stable; they enter the feature key):
 - ``mean``: the mean of the patch tokens after the final norm (the paper's ``embedding``);
 - ``proj``: the projection head applied to the CLS token (the paper's ``projection``; contrastive
   encoders with a head only);
+- ``tokens``: every token (prefix tokens first, then patches) after the final norm, ``B x T x D`` (the
+  attentive probe's input, protocol §3.4: all 197 tokens of a ViT-B/16 after the final LayerNorm);
 - ``patch:<k>``: the patch-token map of block ``k`` (1-based), no final norm, ``B x D x h x w`` (the
   segmentation protocol's blocks 4/6/8/12).
 
@@ -60,7 +62,7 @@ class LoadedEncoder:
         if bad:
             raise SpecError(
                 f"encoder {self.spec.name!r} has no tap(s) {bad}; available: "
-                f"cls, mean{', proj' if self.spec.has_projection else ''}, patch:1..patch:{self.depth}"
+                f"cls, mean, tokens{', proj' if self.spec.has_projection else ''}, patch:1..patch:{self.depth}"
             )
 
     @torch.inference_mode()
@@ -95,6 +97,8 @@ class LoadedEncoder:
                 cls = model.forward_head(final, pre_logits=True)
             if "cls" in taps:
                 out["cls"] = cls
+            if "tokens" in taps:
+                out["tokens"] = final
             if "mean" in taps:
                 out["mean"] = patches.mean(dim=1)
             if "proj" in taps:

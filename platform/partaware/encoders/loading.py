@@ -3,26 +3,28 @@
 Converters are pure ``checkpoint -> (backbone_state_dict, head_state_dict | None)`` functions
 registered in ``CONVERTERS`` by the module of their family; a spec names its converter (no sniffing).
 Weights come from ``WEIGHT_RESOLVERS[spec.weights.kind]`` (``weights.py``: official URL, timm tag, any
-fsspec URI). Checkpoints are read with ``torch.load(..., weights_only=True)`` or safetensors only.
-Protocol variants (``spec.variant``) install their quirk through ``VARIANTS``.
+fsspec URI; the lab adds ``lab``). Checkpoints are read with ``torch.load(..., weights_only=True)`` or
+safetensors only. Protocol variants (``spec.variant``) install their quirk through ``VARIANTS``. All of
+these registries live in ``registry.py`` and fill themselves on first use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from partaware.encoders.base import EncoderSpec, LoadedEncoder, load_strict, state_dict_digest
-from partaware.encoders.registry import (  # noqa: F401  (_identity re-exported)
+from partaware.encoders.registry import (  # noqa: F401  (_identity, the resolvers and variants re-exported)
     CONVERTERS,
     ENCODERS,
     HEAD_BUILDERS,
+    TIMM_ARCHS,
+    VARIANTS,
+    WEIGHT_RESOLVERS,
     _identity,
-    _load_builtin_encoders,
 )
-from partaware.encoders.weights import read_checkpoint, resolve_timm, resolve_uri, resolve_url
+from partaware.encoders.weights import read_checkpoint
 from partaware.errors import SpecError
 from partaware.storage import StorageRoot
 
@@ -41,10 +43,12 @@ StateDict = dict[str, torch.Tensor]
 
 
 def build_model(spec: EncoderSpec) -> torch.nn.Module:
-    """The timm model of ``spec`` (project architectures such as ``partaware_lab_vit`` are registered in
-    timm by the built-in encoder modules that ``load_encoder`` imports first)."""
+    """The timm model of ``spec``; a project architecture (``TIMM_ARCHS``: the lab's ``partaware_lab_vit``)
+    is registered in timm first by importing its module (a Ray worker that only unpickled a spec has not)."""
     import timm
 
+    if spec.arch in TIMM_ARCHS:
+        TIMM_ARCHS.get(spec.arch)
     return timm.create_model(spec.arch, pretrained=False, num_classes=0, **spec.arch_kwargs)
 
 
@@ -55,14 +59,6 @@ def build_head(spec: EncoderSpec, head_state: StateDict | None) -> torch.nn.Modu
     builder = HEAD_BUILDERS.get(spec.weights.converter)
     head = builder(spec, head_state)
     return head.eval()
-
-
-#: weights kind -> resolver(spec, root) returning a checkpoint object. ``lab`` is added by the lab.
-WEIGHT_RESOLVERS: dict[str, Callable[[EncoderSpec, StorageRoot | None], dict[str, Any]]] = {
-    "uri": resolve_uri,
-    "url": resolve_url,
-    "timm": resolve_timm,
-}
 
 
 def install_patch_shuffle(model: torch.nn.Module, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -80,12 +76,6 @@ def install_patch_shuffle(model: torch.nn.Module, seed: int) -> Callable[[torch.
     return shuffle
 
 
-#: spec.variant -> installer(model, seed) returning the token transform it applies.
-VARIANTS: dict[str, Callable[[torch.nn.Module, int], Callable[[torch.Tensor], torch.Tensor]]] = {
-    "shufflebug": install_patch_shuffle,
-}
-
-
 def load_encoder(
     name_or_spec: str | EncoderSpec,
     *,
@@ -93,29 +83,28 @@ def load_encoder(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> LoadedEncoder:
-    """Build, load (strictly) and freeze an encoder. Random weights only when the spec says so."""
-    # Always: family modules install their converters and weight resolvers (lab, url, timm) on import,
-    # and a Ray worker handed a spec (not a name) has imported none of them yet.
-    _load_builtin_encoders()
+    """Build, load (strictly) and freeze an encoder. Random weights only when the spec says so.
+
+    The registries it reads (resolvers, converters, heads, variants) fill themselves on first use, also
+    in a Ray worker that was handed a spec and has imported none of the family modules."""
     spec = name_or_spec if isinstance(name_or_spec, EncoderSpec) else ENCODERS.get(name_or_spec)
     if spec.variant and spec.variant not in VARIANTS:
-        raise SpecError(f"encoder {spec.name!r}: unknown variant {spec.variant!r}; valid: {sorted(VARIANTS)}")
+        raise SpecError(f"encoder {spec.name!r}: unknown variant {spec.variant!r}; valid: {VARIANTS.names()}")
     head_state = None
     if spec.weights.kind == "random":
         torch.manual_seed(seed)
         model = build_model(spec)
         digest = f"random:{seed}"
     else:
-        resolver = WEIGHT_RESOLVERS.get(spec.weights.kind)
-        if resolver is None:
+        if spec.weights.kind not in WEIGHT_RESOLVERS:
             raise SpecError(f"encoder {spec.name!r}: weights kind {spec.weights.kind!r} has no resolver installed")
-        checkpoint = resolver(spec, root)
+        checkpoint = WEIGHT_RESOLVERS.get(spec.weights.kind)(spec, root)
         backbone, head_state = CONVERTERS.get(spec.weights.converter)(checkpoint)
         model = build_model(spec)
         load_strict(model, backbone, what=f"encoder {spec.name!r} backbone")
         digest = state_dict_digest(backbone)
     head = build_head(spec, head_state)
-    token_transform = VARIANTS[spec.variant](model, seed) if spec.variant else None
+    token_transform = VARIANTS.get(spec.variant)(model, seed) if spec.variant else None
     model.eval().requires_grad_(False).to(device)
     if head is not None:
         head.requires_grad_(False).to(device)

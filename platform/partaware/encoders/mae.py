@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from partaware.encoders.registry import CONVERTERS, register_encoder
+from partaware.encoders.registry import CONVERTERS, VARIANTS, register_encoder
 from partaware.encoders.specs import EncoderSpec, WeightsSource
 
 DROPPED = ("mask_token", "decoder_*")
@@ -31,6 +31,7 @@ def convert_mae(checkpoint: dict[str, Any]):
 
 
 CONVERTERS.register("mae", convert_mae)
+VARIANTS.register(SHUFFLEBUG, "partaware.encoders.loading:install_patch_shuffle")
 
 _WEIGHTS = WeightsSource(
     kind="url",

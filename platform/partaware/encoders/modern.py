@@ -6,7 +6,8 @@ loaded strictly (see ``weights.resolve_timm``).
 All run at 224 px so that every encoder sees the same crops; timm resamples the position embeddings of
 the 518-px DINOv2 to the 16x16 grid of a 224-px input with patch 14. SigLIP has no class token: its ``cls``
 tap is the model's attention-pool output. Mean/std are each model's own (CLIP, SigLIP, EVA-02 differ
-from ImageNet's).
+from ImageNet's), read from timm's pretrained config of the tag when first needed (``mean=None``), never
+copied here and never read at listing time (that would import timm).
 """
 
 from __future__ import annotations
@@ -14,13 +15,8 @@ from __future__ import annotations
 from partaware.encoders.registry import register_encoder
 from partaware.encoders.specs import EncoderSpec, WeightsSource
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-HALF = (0.5, 0.5, 0.5)
 
-
-def _timm(name, aliases, family, tag, description, *, mean=None, std=None, arch_kwargs=None) -> EncoderSpec:
-    extra = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
+def _timm(name, aliases, family, tag, description, *, arch_kwargs=None) -> EncoderSpec:
     return register_encoder(
         EncoderSpec(
             name=name,
@@ -31,7 +27,8 @@ def _timm(name, aliases, family, tag, description, *, mean=None, std=None, arch_
             arch_kwargs=arch_kwargs or {},
             weights=WeightsSource(kind="timm", location=tag, filename="model.safetensors"),  # the hub file
             description=description,
-            **extra,
+            mean=None,  # timm's pretrained config of the tag
+            std=None,
         )
     )
 
@@ -51,8 +48,6 @@ MODERN = [
         "contrastive",
         "vit_base_patch16_clip_224.openai",
         "CLIP ViT-B/16 image tower (OpenAI)",
-        mean=CLIP_MEAN,
-        std=CLIP_STD,
     ),
     _timm(
         "siglip_base_p16_webli",
@@ -60,8 +55,6 @@ MODERN = [
         "contrastive",
         "vit_base_patch16_siglip_224.webli",
         "SigLIP ViT-B/16 (WebLI); no class token: cls = attention-pool output",
-        mean=HALF,
-        std=HALF,
     ),
     _timm(
         "eva02_base_p14_in22k_mim",
@@ -69,8 +62,6 @@ MODERN = [
         "mim",
         "eva02_base_patch14_224.mim_in22k",
         "EVA-02 ViT-B/14, MIM-pretrained on ImageNet-22k (CLIP-feature targets)",
-        mean=CLIP_MEAN,
-        std=CLIP_STD,
     ),
     _timm(
         "deit3_base_p16_in1k",

@@ -29,7 +29,7 @@ import urllib.request
 from typing import Any
 
 from partaware.encoders.specs import EncoderSpec
-from partaware.errors import PartawareError, SpecError, StorageError
+from partaware.errors import CheckpointError, PartawareError, SpecError, StorageError
 from partaware.storage import StorageRoot, filesystem_for
 
 WEIGHTS_DIR_ENV = "PARTAWARE_WEIGHTS_DIR"
@@ -44,11 +44,11 @@ class WeightsUnavailableError(PartawareError, FileNotFoundError):
         return str(self.args[0]) if self.args else ""
 
 
-class UnsafeCheckpointError(PartawareError, ValueError):
+class UnsafeCheckpointError(CheckpointError):
     """A checkpoint that would need arbitrary unpickling (code execution) to load; never loaded."""
 
 
-class WeightsChecksumError(PartawareError, ValueError):
+class WeightsChecksumError(CheckpointError):
     """A weights file whose sha256 differs from the expected one (corrupt or a different release)."""
 
 
@@ -120,24 +120,47 @@ def _read_verified(uri: str, spec: EncoderSpec) -> bytes:
 
 
 def load_checkpoint_bytes(data: bytes, *, name: str = "") -> dict[str, Any]:
-    """A checkpoint from bytes: safetensors by name, else ``torch.load(weights_only=True)``."""
+    """A checkpoint from bytes: safetensors by name, else ``torch.load(weights_only=True)``.
+
+    An empty, truncated or corrupt file is one ``CheckpointError`` naming it (torch and safetensors raise
+    anything from ``EOFError`` to ``KeyError`` for those); objects beyond tensors are ``UnsafeCheckpointError``.
+    """
     import torch
 
+    what = name or "<bytes>"
+    if not data:
+        raise CheckpointError(f"checkpoint {what} is empty (0 bytes); re-download or re-stage it")
     if name.endswith(".safetensors"):
         from safetensors.torch import load as load_safetensors
 
-        return load_safetensors(data)
+        try:
+            return load_safetensors(data)
+        except Exception as e:  # noqa: BLE001 (SafetensorError and kin: a truncated or foreign file)
+            raise _corrupt(what, len(data), e) from e
     with torch.serialization.safe_globals([argparse.Namespace]):
         try:
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:  # an object beyond tensors and containers: refused, not run
+        except pickle.UnpicklingError as e:
+            if "weights only" not in str(e).lower():  # a truncated pickle, not a refused object
+                raise _corrupt(what, len(data), e) from e
+            # an object beyond tensors and containers: refused, not run
             lines = [ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()]
             first = lines[0] if lines else str(e).strip().splitlines()[0]
             raise UnsafeCheckpointError(
-                f"checkpoint {name or '<bytes>'} holds objects other than tensors and containers and is "
+                f"checkpoint {what} holds objects other than tensors and containers and is "
                 f"refused (loaded with weights_only=True): {first}. Re-save just its state dict "
                 f"(torch.save({{'model': state_dict}}, path)) in a trusted environment"
             ) from e
+        except Exception as e:  # noqa: BLE001 (EOFError, RuntimeError, ValueError, KeyError: a damaged file)
+            raise _corrupt(what, len(data), e) from e
+
+
+def _corrupt(what: str, size: int, exc: Exception) -> CheckpointError:
+    reason = (str(exc).strip().splitlines() or [""])[0][:160]
+    return CheckpointError(
+        f"checkpoint {what} ({size} bytes) cannot be read: truncated or corrupt ({type(exc).__name__}"
+        f"{': ' + reason if reason else ''}); re-download or re-stage it"
+    )
 
 
 def read_checkpoint(uri: str) -> dict[str, Any]:
@@ -147,7 +170,7 @@ def read_checkpoint(uri: str) -> dict[str, Any]:
         data = fs.cat_file(path)
     except FileNotFoundError as e:
         raise StorageError(f"checkpoint {uri} does not exist") from e
-    return load_checkpoint_bytes(data, name=path)
+    return load_checkpoint_bytes(data, name=uri)
 
 
 def resolve_uri(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:

@@ -11,8 +11,9 @@ Layout, one folder per feature key::
 
 A part file appears whole (atomic write) and only once every region of its shard is in it, so its
 existence marks the shard done. The key is a digest of everything that changes the bytes (dataset
-version, encoder name and weights digest, input size, mean/std/interpolation, preprocessing version,
-compute precision, taps and their storage dtype), never of a path.
+version, which kinds of manifest rows were encoded, encoder name and weights digest, input size,
+mean/std/interpolation, preprocessing version, compute precision, taps and their storage dtype), never of
+a path.
 """
 
 from __future__ import annotations
@@ -64,8 +65,14 @@ def feature_key(
     preprocess_version: str,
     precision: str,
     taps: Sequence[str],
+    kinds: Sequence[str] = ("regions",),
+    regions_digest: str | None = None,
 ) -> str:
-    """Digest of everything that changes the feature bytes (taps order-free)."""
+    """Digest of everything that changes the feature bytes (taps and kinds order-free).
+
+    ``kinds`` (which manifest rows were encoded) is in the key so two selections never share an entry;
+    ``regions_digest`` names a region table given instead of the manifest (gallery windows and patches).
+    """
     blob = {
         "dataset": dataset,
         "dataset_version": dataset_version,
@@ -78,7 +85,10 @@ def feature_key(
         "preprocess_version": preprocess_version,
         "precision": precision,
         "taps": {t: tap_dtype(t) for t in sorted(set(taps))},
+        "kinds": sorted(set(kinds)),
     }
+    if regions_digest is not None:
+        blob["regions"] = regions_digest
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:KEY_CHARS]
 
 

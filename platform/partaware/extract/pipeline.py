@@ -1,6 +1,6 @@
 """Feature extraction as a Ray Data pipeline: manifest -> images -> crops -> encoder actors -> shards.
 
-    manifest rows ─ grouped by image, cut into shards (plan.json, fixed at the first run)
+    manifest rows of the kinds asked for ─ grouped by image, cut into shards (plan.json, fixed at the first run)
       └─ from_items (one row per image; completed shards left out: resume)
           └─ map_batches(decode_images)          CPU tasks: one read per image (fsspec: local or s3://),
           │                                      decode once, crop every region, black outside the image
@@ -8,30 +8,36 @@
           │      compute=ActorPoolStrategy)      the encoder is loaded once per actor
           └─ iter_batches in the driver ─ ShardWriter: a shard's part file is written (atomically) when its
                                           last region arrives, so memory holds only the open shards
-      └─ verify: exactly one row (feature or error) per manifest region, then errors.parquet, _SUCCESS last
+      └─ verify: exactly one row (feature or error) per selected region, then errors.parquet, _SUCCESS last
 
 Exactly-once: Ray restarts a killed actor and retries its batches; the writer drops any region it has
 already seen, and the verification fails the run (no ``_SUCCESS``) if a region is missing or doubled.
 Resume: a part file exists only for a complete shard, so a rerun submits only the other shards.
+Kinds (``select_rows``): ``regions`` for the classification probes, ``label_maps`` (whole images) for
+segmentation; the kinds are in the feature key, and each feature row keeps its manifest row index.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import posixpath
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
+from partaware.datasets.convert import is_label_map_row
 from partaware.datasets.store import PreparedDataset, open_prepared
 from partaware.encoders.base import PREPROCESS_VERSION, EncoderSpec
+from partaware.encoders.digests import known_weights_digest, remember_weights_digest
 from partaware.encoders.loading import load_encoder
-from partaware.encoders.registry import ENCODERS, _load_builtin_encoders
+from partaware.encoders.registry import ENCODERS
 from partaware.errors import SpecError
 from partaware.extract.crops import crop_regions
 from partaware.extract.features import (
@@ -55,6 +61,8 @@ from partaware.storage import StorageRoot, filesystem_for, s3_endpoint, safe_rel
 
 ProgressFn = Callable[[int, int], None]
 PRECISIONS = ("fp32", "bf16")
+#: Which manifest rows an extraction encodes (``select_rows``); the probe tasks name the one they need.
+KINDS = ("regions", "label_maps")
 DEFAULT_SHARD_REGIONS = 512
 
 
@@ -72,11 +80,40 @@ class ImageJob:
     boxes: list[list[float] | None]
 
 
-def plan_shards(manifest_rows: Sequence[dict[str, Any]], shard_regions: int) -> list[list[ImageJob]]:
+def select_rows(manifest_rows: Sequence[dict[str, Any]], kinds: Sequence[str]) -> list[int]:
+    """Indices of the manifest rows of ``kinds``, in manifest order.
+
+    ``regions``: rows with a class (boxes, keypoint patches, labelled whole images); ``label_maps``: the
+    whole-image rows whose labels are per pixel (``label_id`` -1, a ``label_map_uri``).
+    """
+    wanted = check_kinds(kinds)
+
+    def kind_of(r: dict[str, Any]) -> str | None:
+        if r["label_id"] >= 0:
+            return "regions"
+        return "label_maps" if is_label_map_row(r) else None
+
+    return [i for i, r in enumerate(manifest_rows) if kind_of(r) in wanted]
+
+
+def check_kinds(kinds: Sequence[str]) -> list[str]:
+    """The kinds sorted and deduplicated (their order never matters); ``SpecError`` for none or an unknown one."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise SpecError(f"kinds {list(kinds)}: need one or more of {', '.join(KINDS)}")
+    return sorted(set(kinds))
+
+
+def plan_shards(
+    manifest_rows: Sequence[dict[str, Any]], shard_regions: int, *, indices: Sequence[int] | None = None
+) -> list[list[ImageJob]]:
     """Group regions by image (first-appearance order) and cut the images into shards of about
-    ``shard_regions`` regions; an image never spans two shards. Deterministic for a given manifest."""
+    ``shard_regions`` regions; an image never spans two shards. Deterministic for a given manifest.
+
+    ``indices``: each row's index in the manifest when ``manifest_rows`` is a selection (default: position).
+    """
     by_image: dict[str, ImageJob] = {}
-    for i, r in enumerate(manifest_rows):
+    for i, r in zip(range(len(manifest_rows)) if indices is None else indices, manifest_rows, strict=True):
         job = by_image.get(r["image_uri"])
         if job is None:
             job = by_image[r["image_uri"]] = ImageJob(-1, safe_relpath(r["image_uri"]), [], [], [])
@@ -226,7 +263,8 @@ class ShardWriter:
 
 
 def verify_feature_set(froot: StorageRoot, region_ids: Sequence[str]) -> tuple[int, int, dict[str, Any]]:
-    """Exactly one row (a feature row or an error row) per manifest region, across every shard.
+    """Exactly one row (a feature row or an error row) per region of ``region_ids`` (the manifest rows
+    the extraction selected), across every shard, and none for any other region.
 
     Returns ``(feature rows, error rows, tap info)``; raises ``ExtractionError`` naming missing or
     duplicated regions. Reads only the id columns (and one schema) so it is cheap on any store.
@@ -293,12 +331,17 @@ class ExtractionResult:
 def resolve_spec(encoder: str | EncoderSpec) -> EncoderSpec:
     if isinstance(encoder, EncoderSpec):
         return encoder
-    _load_builtin_encoders()
     return ENCODERS.get(encoder)
 
 
 def key_for(
-    prepared: PreparedDataset, spec: EncoderSpec, weights_digest: str, taps: Sequence[str], precision: str
+    prepared: PreparedDataset,
+    spec: EncoderSpec,
+    weights_digest: str,
+    taps: Sequence[str],
+    precision: str,
+    kinds: Sequence[str] = ("regions",),
+    regions_digest: str | None = None,
 ) -> str:
     return feature_key(
         dataset=prepared.name,
@@ -312,7 +355,52 @@ def key_for(
         preprocess_version=PREPROCESS_VERSION,
         precision=precision,
         taps=taps,
+        kinds=check_kinds(kinds),
+        regions_digest=regions_digest,
     )
+
+
+def regions_digest(rows: Sequence[dict[str, Any]]) -> str:
+    """What a region table's features depend on: each region's id, image and box, in order."""
+    blob = [[r["region_id"], r["image_uri"], None if r["box"] is None else [float(v) for v in r["box"]]] for r in rows]
+    return hashlib.sha256(json.dumps(blob).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class ExtractionOptions:
+    """How an extraction runs: batching, the actor pool, its resources, errors allowed. Only ``precision``
+    changes the features (it is in the feature key); the rest changes speed and placement."""
+
+    precision: str = "fp32"
+    batch_size: int = 64
+    min_actors: int = 1
+    max_actors: int = 2
+    cpus_per_actor: float | None = None
+    use_gpu: bool | None = None  # None: GPUs when the cluster has them
+    threads_per_actor: int | None = None
+    decode_cpus: float | None = None
+    images_per_task: int = 8
+    shard_regions: int = DEFAULT_SHARD_REGIONS
+    max_error_rate: float = 0.01
+    worker_env: dict[str, str] | None = None  # extra environment for the pipeline's workers (never logged)
+    ray_progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise SpecError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not (0.0 <= self.max_error_rate <= 1.0 and 1 <= self.min_actors <= self.max_actors and self.batch_size >= 1):
+            raise SpecError(
+                f"need 0 <= max_error_rate <= 1, 1 <= min_actors <= max_actors, batch_size >= 1 (got "
+                f"{self.max_error_rate}, {self.min_actors}, {self.max_actors}, {self.batch_size})"
+            )
+
+    def with_overrides(self, overrides: dict[str, Any]) -> ExtractionOptions:
+        """A copy with some fields replaced; an unknown name is an error listing the valid ones."""
+        valid = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise SpecError(f"unknown extraction option(s) {unknown}; valid: {', '.join(sorted(valid))}")
+        return replace(self, **overrides) if overrides else self
 
 
 def extract_features(
@@ -321,24 +409,15 @@ def extract_features(
     encoder: str | EncoderSpec,
     *,
     taps: Sequence[str] = ("cls", "mean"),
+    kinds: Sequence[str] = ("regions",),
+    regions: Any = None,
     dataset_version: str | None = None,
     seed: int = 0,
-    precision: str = "fp32",
-    batch_size: int = 64,
-    min_actors: int = 1,
-    max_actors: int = 2,
-    cpus_per_actor: float | None = None,
-    use_gpu: bool | None = None,
-    threads_per_actor: int | None = None,
-    decode_cpus: float | None = None,
-    images_per_task: int = 8,
-    shard_regions: int = DEFAULT_SHARD_REGIONS,
-    max_error_rate: float = 0.01,
-    worker_env: dict[str, str] | None = None,
     progress: ProgressFn | None = None,
-    ray_progress: bool = False,
+    options: ExtractionOptions | None = None,
+    **option_overrides: Any,
 ) -> ExtractionResult:
-    """Extract ``taps`` of ``encoder`` for every region of ``dataset`` into the feature cache.
+    """Extract ``taps`` of ``encoder`` for every manifest row of ``kinds`` (``select_rows``) into the cache.
 
     A complete key is a cache hit (no Ray, no encoding). Otherwise only the shards without a part
     file are computed, on the Ray cluster this process is connected to (a local one is started if
@@ -347,23 +426,31 @@ def extract_features(
     ``worker_env`` adds environment variables for the pipeline's workers (for example S3 credentials
     for a local Ray started before they were set); values are never logged. Raises
     ``ExtractionError`` if more than ``max_error_rate`` of the regions fail, or verification fails.
+    The feature set's ``rows`` are manifest row indices, whichever rows ``kinds`` selected.
+
+    How it runs is ``options`` (an ``ExtractionOptions``; single fields may be given as keywords, e.g.
+    ``batch_size=16``): none of it changes the features except ``precision``, which is in the key.
+
+    ``regions`` (a table of unified-manifest columns ``region_id``, ``image_uri``, ``box`` on the
+    dataset's images) replaces the manifest: the gallery's windows and patches are encoded this way, on
+    the same actors and into the same cache as every other feature set; ``rows`` then index ``regions``.
     """
     start = time.perf_counter()
+    opts = (options or ExtractionOptions()).with_overrides(option_overrides)
+    precision, shard_regions = opts.precision, opts.shard_regions
     taps = list(dict.fromkeys(taps))
-    if precision not in PRECISIONS:
-        raise SpecError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if not 0.0 <= max_error_rate <= 1.0 or min_actors < 1 or max_actors < min_actors or batch_size < 1:
-        raise SpecError(
-            f"need 0 <= max_error_rate <= 1, 1 <= min_actors <= max_actors, batch_size >= 1 (got "
-            f"{max_error_rate}, {min_actors}, {max_actors}, {batch_size})"
-        )
+    kinds = check_kinds(kinds)
     prepared = open_prepared(root, dataset, dataset_version)
     spec = resolve_spec(encoder)
-    loaded = load_encoder(spec, root=root, device="cpu", seed=seed)
-    loaded.check_taps(taps)
-    digest = loaded.weights_digest
-    del loaded
-    key = key_for(prepared, spec, digest, taps, precision)
+    digest = known_weights_digest(spec, root, seed=seed)  # stored beside the weights: a cache hit loads nothing
+    loaded = None
+    if digest is None:
+        loaded = load_encoder(spec, root=root, device="cpu", seed=seed)
+        digest = loaded.weights_digest
+        remember_weights_digest(spec, root, digest)
+    region_rows = _region_rows(regions) if regions is not None else None
+    extra = regions_digest(region_rows) if region_rows is not None else None
+    key = key_for(prepared, spec, digest, taps, precision, kinds, extra)
     froot = root.sub(FEATURES, key)
     base = {"key": key, "uri": froot.uri, "encoder": spec.name, "dataset": prepared.name}
     base["dataset_version"] = prepared.version
@@ -375,28 +462,32 @@ def extract_features(
             seconds=time.perf_counter() - start,
         )  # fmt: skip
 
-    manifest_rows = prepared.manifest().select(["region_id", "image_uri", "box"]).to_pylist()
+    loaded = loaded or load_encoder(spec, root=root, device="cpu", seed=seed)
+    loaded.check_taps(taps)  # before Ray: a tap the encoder does not have is a spec error, not an actor crash
+    if loaded.weights_digest != digest:
+        raise ExtractionError(f"encoder {spec.name}: its weights changed since their digest was stored; rerun")
+    del loaded
+    if region_rows is not None:
+        manifest_rows, indices = region_rows, list(range(len(region_rows)))
+    else:
+        manifest_rows, indices = _selected(prepared, kinds)
     if froot.exists(PLAN_FILE):
         shard_regions = int(froot.read_json(PLAN_FILE)["shard_regions"])
     else:
         froot.write_json(
             {"shard_regions": shard_regions, "encoder": spec.name, "dataset": prepared.name,
-             "dataset_version": prepared.version, "taps": taps, "weights_digest": digest, "precision": precision},
+             "dataset_version": prepared.version, "taps": taps, "weights_digest": digest, "precision": precision,
+             "kinds": kinds},
             PLAN_FILE,
         )  # fmt: skip
-    shards = plan_shards(manifest_rows, shard_regions)
+    shards = plan_shards(manifest_rows, shard_regions, indices=indices)
     kept = completed_shards(froot)
     todo = [s for s in shards if s[0].shard not in kept]
     stats = RunStats()
     device = "cpu"
     if todo:
-        device = _run_pipeline(
-            froot, prepared, spec, todo, taps=taps, digest=digest, seed=seed, precision=precision,
-            batch_size=batch_size, min_actors=min_actors, max_actors=max_actors, cpus_per_actor=cpus_per_actor,
-            use_gpu=use_gpu, threads_per_actor=threads_per_actor, decode_cpus=decode_cpus,
-            images_per_task=images_per_task, worker_env=worker_env, progress=progress,
-            ray_progress=ray_progress, stats=stats, root_uri=root.uri,
-        )  # fmt: skip
+        device = _run_pipeline(froot, prepared, spec, todo, taps=taps, digest=digest, seed=seed, options=opts,
+                               progress=progress, stats=stats, root_uri=root.uri)  # fmt: skip
 
     t0 = time.perf_counter()
     n_rows, n_err, tap_info = verify_feature_set(froot, [r["region_id"] for r in manifest_rows])
@@ -415,11 +506,11 @@ def extract_features(
     stats.t_write += time.perf_counter() - t0
     total = len(manifest_rows)
     rate = n_err / total if total else 0.0
-    if rate > max_error_rate:
+    if rate > opts.max_error_rate:
         sample = "; ".join(f"{e['region_id']}: {e['reason']}" for e in all_errors[:3])
         raise ExtractionError(
             f"{n_err} of {total} regions ({rate:.1%}) could not be encoded, above the allowed "
-            f"{max_error_rate:.1%}; see {froot.uri_of(ERRORS_FILE)} (first: {sample})"
+            f"{opts.max_error_rate:.1%}; see {froot.uri_of(ERRORS_FILE)} (first: {sample})"
         )
     if not tap_info:  # every region failed (allowed by the threshold): shapes unknown
         tap_info = {t: {"shape": [], "dtype": "float32"} for t in taps}
@@ -430,6 +521,7 @@ def extract_features(
         "input_size": spec.input_size,
         "preprocess_version": PREPROCESS_VERSION,
         "precision": precision,
+        "kinds": kinds,
         "taps": tap_info,
         "rows": n_rows,
         "errors": n_err,
@@ -451,6 +543,26 @@ def extract_features(
     )  # fmt: skip
 
 
+def _region_rows(regions: Any) -> list[dict[str, Any]]:
+    """Rows of a region table (a pyarrow table or a list of dicts); paths must stay inside the dataset."""
+    rows = regions.select(["region_id", "image_uri", "box"]).to_pylist() if hasattr(regions, "select") else regions
+    if not rows:
+        raise SpecError("an empty region table: nothing to encode")
+    for r in rows:
+        safe_relpath(r["image_uri"])
+    return [{"region_id": r["region_id"], "image_uri": r["image_uri"], "box": r.get("box")} for r in rows]
+
+
+def _selected(prepared: PreparedDataset, kinds: Sequence[str]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The manifest rows ``kinds`` select and their manifest indices; ``SpecError`` when there are none."""
+    columns = ["region_id", "image_uri", "box", "label_id", "sample_rule", "label_map_uri"]
+    rows = prepared.manifest().select(columns).to_pylist()
+    indices = select_rows(rows, kinds)
+    if not indices:
+        raise SpecError(f"dataset {prepared.name} {prepared.version} has no rows of kind(s) {', '.join(kinds)}")
+    return [rows[i] for i in indices], indices
+
+
 def _run_pipeline(
     froot: StorageRoot,
     prepared: PreparedDataset,
@@ -460,18 +572,8 @@ def _run_pipeline(
     taps: list[str],
     digest: str,
     seed: int,
-    precision: str,
-    batch_size: int,
-    min_actors: int,
-    max_actors: int,
-    cpus_per_actor: float | None,
-    use_gpu: bool | None,
-    threads_per_actor: int | None,
-    decode_cpus: float | None,
-    images_per_task: int,
-    worker_env: dict[str, str] | None,
+    options: ExtractionOptions,
     progress: ProgressFn | None,
-    ray_progress: bool,
     stats: RunStats,
     root_uri: str,
 ) -> str:
@@ -481,18 +583,19 @@ def _run_pipeline(
 
     from partaware.extract.worker import FeatureExtractor
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    o = options
+    if not ray.is_initialized():  # Ray is started in one place only: the caller's partaware.runs.cluster.ray_session
+        raise SpecError("extraction needs a running Ray: call it inside partaware.runs.cluster.ray_session()")
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = ray_progress
-    ctx.print_on_execution_start = ray_progress
+    ctx.enable_progress_bars = o.ray_progress
+    ctx.print_on_execution_start = o.ray_progress
     resources = ray.cluster_resources()
     total_cpus = float(resources.get("CPU", 1.0))
-    gpu = use_gpu if use_gpu is not None else resources.get("GPU", 0) >= 1
-    share = max(0.25, min(1.0, total_cpus / (max_actors + 1)))
-    actor_cpus = cpus_per_actor if cpus_per_actor is not None else (1.0 if gpu else share)
-    task_cpus = decode_cpus if decode_cpus is not None else share
-    threads = threads_per_actor or (None if gpu else max(1, int(total_cpus // max_actors)))
+    gpu = o.use_gpu if o.use_gpu is not None else resources.get("GPU", 0) >= 1
+    share = max(0.25, min(1.0, total_cpus / (o.max_actors + 1)))
+    actor_cpus = o.cpus_per_actor if o.cpus_per_actor is not None else (1.0 if gpu else share)
+    task_cpus = o.decode_cpus if o.decode_cpus is not None else share
+    threads = o.threads_per_actor or (None if gpu else max(1, int(total_cpus // o.max_actors)))
     device = "cuda" if gpu else "cpu"
 
     items = [asdict(job) for shard in todo for job in shard]
@@ -501,25 +604,25 @@ def _run_pipeline(
     expected = {shard[0].shard: sum(len(j.rows) for j in shard) for shard in todo}
     total = sum(expected.values())
     endpoint = s3_endpoint()
-    remote_env = {"runtime_env": {"env_vars": dict(worker_env)}} if worker_env else {}
+    remote_env = {"runtime_env": {"env_vars": dict(o.worker_env)}} if o.worker_env else {}
 
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / images_per_task)))
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / o.images_per_task)))
     ds = ds.map_batches(
         decode_images,
         fn_kwargs={
             "dataset_uri": prepared.uri, "endpoint": endpoint, "size": spec.input_size,
             "interpolation": spec.interpolation,
         },
-        batch_size=images_per_task, batch_format="numpy", num_cpus=task_cpus, **remote_env,
+        batch_size=o.images_per_task, batch_format="numpy", num_cpus=task_cpus, **remote_env,
     )  # fmt: skip
     ds = ds.map_batches(
         FeatureExtractor,
         fn_constructor_kwargs={
             "encoder": spec, "taps": taps, "device": device, "seed": seed, "root_uri": root_uri,
-            "expected_digest": digest, "threads": threads, "precision": precision,
+            "expected_digest": digest, "threads": threads, "precision": o.precision,
         },
-        batch_size=batch_size, batch_format="numpy",
-        compute=ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
+        batch_size=o.batch_size, batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=o.min_actors, max_size=o.max_actors),
         num_cpus=actor_cpus, num_gpus=1 if gpu else 0, **remote_env,
     )  # fmt: skip
     writer = ShardWriter(froot, expected, taps, stats)

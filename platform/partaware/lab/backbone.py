@@ -8,9 +8,9 @@ Convolutions Help Transformers See Better", 2021) with the same token grid did. 
 keep a step cheap on a laptop CPU; the paper's segmentation taps map to blocks 4 and 6.
 
 The model is registered in timm as ``partaware_lab_vit`` when this module is imported, so the exported
-state dict loads strictly into ``timm.create_model(LAB_ARCH, num_classes=0, **LAB_ARCH_KWARGS)``; every
-``load_encoder`` call (also in a Ray worker that only unpickled a spec) imports ``partaware.lab.zoo``, and
-with it this module, as one of the built-in encoder modules.
+state dict loads strictly into ``timm.create_model(LAB_ARCH, num_classes=0, **LAB_ARCH_KWARGS)``;
+``partaware.lab.zoo`` lists it in ``TIMM_ARCHS``, so ``build_model`` imports this module before it builds
+a lab spec (also in a Ray worker that only unpickled the spec), and listing encoders never does.
 
 The token-level forwards below reuse the model's own modules (stem, position embedding, blocks, final
 norm) so objectives can mask, drop or replace tokens (MAE, BEiT, iBOT, CAE) without any parameter
@@ -31,21 +31,15 @@ from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from partaware.encoders.base import IMAGENET_MEAN, IMAGENET_STD
+from partaware.lab.arch import (  # noqa: F401  (re-exported: the lab's modules import them from here)
+    LAB_ARCH,
+    LAB_ARCH_KWARGS,
+    LAB_INPUT_SIZE,
+    LAB_MEAN,
+    LAB_PATCH,
+    LAB_STD,
+)
 
-LAB_ARCH = "partaware_lab_vit"
-LAB_INPUT_SIZE = 64
-LAB_PATCH = 8
-LAB_ARCH_KWARGS: dict[str, Any] = {
-    "img_size": LAB_INPUT_SIZE,
-    "patch_size": LAB_PATCH,
-    "embed_dim": 96,
-    "depth": 6,
-    "num_heads": 3,
-    "stem_width": 16,
-}
-LAB_MEAN = IMAGENET_MEAN
-LAB_STD = IMAGENET_STD
 #: bump when the backbone, augmentations, data or any objective's code changes: it enters the budget key.
 LAB_VERSION = "2"
 

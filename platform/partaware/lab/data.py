@@ -54,13 +54,14 @@ def load_lab_data(
     """One crop per ``object`` row of ``split`` (its box, stretched to the square as extraction does),
     resized to ``size``."""
     table = prepared.manifest()
-    cols = table.select(["image_uri", "split", "level", "object_label", "object_label_id", "box"]).to_pydict()
+    columns = ["image_uri", "split", "level", "object_label", "object_label_id", "box", "label_id"]
+    cols = table.select(columns).to_pydict()
     names_by_id: dict[int, str] = {}
     picked: list[tuple[int, str, int, list[float] | None]] = []
-    for row, (uri, sp, level, label, label_id, box) in enumerate(zip(*cols.values(), strict=True)):
+    for row, (uri, sp, level, label, label_id, box, own_id) in enumerate(zip(*cols.values(), strict=True)):
         if label_id is not None:
             names_by_id[int(label_id)] = label
-        if level != "object" or sp != split or label_id is None:
+        if level != "object" or sp != split or label_id is None or own_id < 0:  # -1: a label-map row, not a crop
             continue
         picked.append((row, uri, int(label_id), box))
     if limit is not None:

@@ -131,8 +131,9 @@ def _train_here(root, names, budget, data, progress) -> dict[str, dict[str, Any]
 def _train_with_ray(root, names, budget, data, progress) -> dict[str, dict[str, Any]]:
     import ray
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if not ray.is_initialized():  # Ray is started in one place only: partaware.runs.cluster.ray_session
+        raise PretrainError("pretraining with Ray needs a running Ray: use partaware.runs.cluster.ray_session()")
+
     hub = _progress_hub().remote({n: budget.steps for n in names})
     data_ref = ray.put(data)
     gpus = ray.cluster_resources().get("GPU", 0)

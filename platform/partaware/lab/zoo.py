@@ -1,8 +1,9 @@
 """The lab encoders in the zoo ``lab``: ``lab/<objective>`` specs and the ``lab`` weights resolver.
 
-Importing this module registers one ``EncoderSpec`` per objective (family from the objective's
-row) and installs ``WEIGHT_RESOLVERS["lab"]``. A spec's ``weights.location`` is ``<objective>``
-(the budget ``latest.json`` points at: what ``partctl pretrain`` or the quickstart trained last) or
+Importing this module (one of the encoder registries' built-in modules) registers one ``EncoderSpec``
+per objective (family from the objective's row), the ``lab`` weights resolver and the lab architecture;
+it imports no torch (the resolver and the architecture are lazy rows). A spec's ``weights.location`` is
+``<objective>`` (the budget ``latest.json`` points at: what ``partctl pretrain`` or the quickstart trained last) or
 ``<objective>/<budget-key>`` (one exact budget). Loading never trains: missing weights raise an
 error that says which ``partctl pretrain`` command makes them.
 """
@@ -10,16 +11,16 @@ error that says which ``partctl pretrain`` command makes them.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from partaware.encoders.base import EncoderSpec, WeightsSource
-from partaware.encoders.loading import WEIGHT_RESOLVERS
-from partaware.encoders.registry import ENCODERS, register_encoder
+from partaware.encoders.registry import ENCODERS, TIMM_ARCHS, WEIGHT_DIGESTS, WEIGHT_RESOLVERS, register_encoder
+from partaware.encoders.specs import EncoderSpec, WeightsSource
 from partaware.errors import StorageError
-from partaware.lab.backbone import LAB_ARCH, LAB_ARCH_KWARGS, LAB_INPUT_SIZE, LAB_MEAN, LAB_STD
+from partaware.lab.arch import LAB_ARCH, LAB_ARCH_KWARGS, LAB_INPUT_SIZE, LAB_MEAN, LAB_STD
 from partaware.lab.objectives import OBJECTIVE_ROWS
-from partaware.lab.train import INFO_FILE, LATEST_FILE, WEIGHTS_FILE, _load_torch, weights_dir
-from partaware.storage import StorageRoot
+
+if TYPE_CHECKING:
+    from partaware.storage import StorageRoot
 
 PREFIX = "lab/"
 
@@ -50,6 +51,8 @@ def lab_spec(objective: str, budget_key: str | None = None) -> EncoderSpec:
 
 def resolve_budget_key(objective: str, root: StorageRoot) -> str:
     """The budget ``lab/<objective>`` means now: the one ``latest.json`` names."""
+    from partaware.lab.train import LATEST_FILE
+
     if not root.exists("weights", "lab", objective, LATEST_FILE):
         raise StorageError(
             f"lab encoder {PREFIX}{objective} has no trained weights under {root.uri_of('weights', 'lab', objective)}: "
@@ -61,6 +64,8 @@ def resolve_budget_key(objective: str, root: StorageRoot) -> str:
 
 def resolve_lab_weights(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:
     """``WEIGHT_RESOLVERS["lab"]``: the trained backbone checkpoint, checked against its recorded sha256."""
+    from partaware.lab.train import INFO_FILE, WEIGHTS_FILE, _load_torch, weights_dir
+
     if root is None:
         raise StorageError(f"encoder {spec.name!r}: lab weights live under a storage root; pass root=")
     objective, _, key = spec.weights.location.partition("/")
@@ -81,8 +86,23 @@ def resolve_lab_weights(spec: EncoderSpec, root: StorageRoot | None) -> dict[str
     return _load_torch(data)
 
 
+def lab_weights_digest(spec: EncoderSpec, root: StorageRoot) -> str | None:
+    """``WEIGHT_DIGESTS["lab"]``: the digest the lab recorded for the weights ``spec`` resolves to now."""
+    from partaware.lab.train import INFO_FILE, weights_dir
+
+    objective, _, key = spec.weights.location.partition("/")
+    try:
+        key = key or resolve_budget_key(objective, root)
+    except StorageError:
+        return None
+    folder = weights_dir(objective, key)
+    return root.read_json(*folder, INFO_FILE).get("weights_digest") if root.is_complete(*folder) else None
+
+
 def lab_weights_info(objective: str, root: StorageRoot) -> dict[str, Any]:
     """``info.json`` of the weights ``lab/<objective>`` resolves to (budget, loss curve, timing)."""
+    from partaware.lab.train import INFO_FILE, weights_dir
+
     key = resolve_budget_key(objective, root)
     return root.read_json(*weights_dir(objective, key), INFO_FILE)
 
@@ -92,7 +112,9 @@ def _register() -> None:
         name = f"{PREFIX}{row.name}"
         if name not in ENCODERS:
             register_encoder(lab_spec(row.name))
-    WEIGHT_RESOLVERS["lab"] = resolve_lab_weights
+    WEIGHT_RESOLVERS.register("lab", "partaware.lab.zoo:resolve_lab_weights")
+    WEIGHT_DIGESTS.register("lab", lab_weights_digest)
+    TIMM_ARCHS.register(LAB_ARCH, "partaware.lab.backbone:partaware_lab_vit")
 
 
 _register()

@@ -19,6 +19,7 @@ is left out of AP and mAP (sklearn warns and returns 0 there), and ``n_undefined
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -259,3 +260,31 @@ def summarize_ap(per_query: np.ndarray, labels: np.ndarray, *, exclude_self: boo
         n_undefined=int((~defined).sum()),
         exclude_self=exclude_self,
     )
+
+
+# --- neighbours (the galleries' view of the same cosine retrieval) ----------------------------------
+
+
+def _normalise(features: np.ndarray) -> np.ndarray:
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ProbeInputError(f"features must be N x D, got shape {f.shape}")
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_neighbours(
+    features: np.ndarray, queries: Sequence[int], k: int, *, exclude: Sequence[Sequence[int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` patches by cosine similarity for each query, the query itself excluded (and ``exclude[q]``).
+
+    Returns (indices, similarities), both ``len(queries) x k``; ties break by index."""
+    f = _normalise(features)
+    n = len(f)
+    k = min(k, n - 1)
+    sims = f[list(queries)] @ f.T
+    for row, q in enumerate(queries):
+        sims[row, q] = -np.inf
+        if exclude is not None:
+            sims[row, list(exclude[row])] = -np.inf
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(sims, order, axis=1)

@@ -76,7 +76,7 @@ def evaluate_segmentation(
     return segmentation_scores(cm)
 
 
-def _maps(maps) -> torch.Tensor:
+def block_maps(maps) -> torch.Tensor:
     """One (N, C, h, w) array as is; a list or tuple of per-block maps concatenated."""
     return concat_block_maps(maps) if isinstance(maps, list | tuple) else as_tensor(maps, dtype=torch.float32)
 
@@ -108,14 +108,14 @@ def train_segmentation_probe(
         if isinstance(config, TrainConfig)
         else TrainConfig.from_mapping({**SEGMENTATION_DEFAULTS, **dict(config or {})})
     )
-    x = _maps(maps_train)
+    x = block_maps(maps_train)
     y = as_tensor(labels_train).long()
     _check(x, y, num_classes)
     torch.manual_seed(cfg.seed)
     model = LinearSegmentationHead(x.shape[1], num_classes)
     evaluate = None
     if maps_eval is not None:
-        xe = _maps(maps_eval)
+        xe = block_maps(maps_eval)
         ye = as_tensor(labels_eval).long()
         _check(xe, ye, num_classes)
 

@@ -17,6 +17,7 @@ from partaware.errors import SpecError
 from partaware.report import figures as figs
 from partaware.report.claims import ClaimResult, check_claims
 from partaware.report.compare import Comparison, compare_runs
+from partaware.report.estimates import Estimate
 from partaware.report.lab import lab_pretraining
 from partaware.report.paper import (
     PAPER_COLUMNS,
@@ -31,10 +32,12 @@ from partaware.report.records import aggregate, load_records
 from partaware.report.tables import Table, build_tables, records_csv_rows
 from partaware.report.verdict import (
     EncoderVerdict,
+    FamilyRow,
+    LevelGroup,
     SameImagesPair,
-    compute_verdict,
     family_summary,
     same_image_pairs,
+    verdict_of,
 )
 from partaware.results import ResultRecord
 from partaware.storage import StorageRoot
@@ -48,8 +51,12 @@ class PaperRow:
     encoder: str
     paper_key: str
     column: str
-    ours: float
+    ours_estimate: Estimate
     paper: float
+
+    @property
+    def ours(self) -> float:
+        return self.ours_estimate.value
 
     @property
     def delta(self) -> float:
@@ -75,8 +82,8 @@ class ReportData:
     run_uri: str
     records: list[ResultRecord]
     tables: list[Table]
-    verdicts: list[EncoderVerdict]
-    families: list[dict]
+    verdicts: list[EncoderVerdict]  # ranked encoders
+    families: list[FamilyRow]
     same_images: list[SameImagesPair]
     paper_ids: dict[str, str]
     paper_rows: list[PaperRow]
@@ -87,6 +94,8 @@ class ReportData:
     galleries: list[Gallery] = field(default_factory=list)
     comparison: Comparison | None = None
     lab: list[dict[str, Any]] = field(default_factory=list)  # lab encoders' budget and curves (report/lab.py)
+    groups: list[LevelGroup] = field(default_factory=list)  # the (level, metric) groups the verdict compares
+    controls: list[EncoderVerdict] = field(default_factory=list)  # random-init controls: scored, never ranked
 
 
 def report_data(
@@ -114,15 +123,16 @@ def report_data(
         for col in PAPER_COLUMNS
         if col in values[key] and col in PAPER_REFERENCE[key]
     ]
-    verdicts = compute_verdict(recs)
-    families = family_summary(verdicts)
+    verdict = verdict_of(recs)
+    families = family_summary([*verdict.encoders, *verdict.controls], verdict.groups)
     figures: dict[str, bytes] = {}
-    if verdicts:
-        figures["object_vs_part.png"] = figs.object_vs_part(verdicts)
-        figures["family_bars.png"] = figs.family_bars(families)
+    if verdict.encoders or verdict.controls:
+        figures["object_vs_part.png"] = figs.object_vs_part(verdict)
+        figures["family_bars.png"] = figs.family_bars(families, verdict.groups)
     pairs = same_image_pairs(recs)
     if pairs:
-        figures["same_images.png"] = figs.same_images(pairs, [v.encoder for v in verdicts])
+        order = [v.encoder for v in [*verdict.encoders, *verdict.controls]]
+        figures["same_images.png"] = figs.same_images(pairs, order)
     searches = []
     for r in recs:
         png = figs.search_plot(r)
@@ -141,7 +151,7 @@ def report_data(
         run_uri=run_uri,
         records=recs,
         tables=build_tables(recs),
-        verdicts=verdicts,
+        verdicts=verdict.encoders,
         families=families,
         same_images=pairs,
         paper_ids=paper_ids,
@@ -153,6 +163,8 @@ def report_data(
         galleries=list(galleries),
         comparison=comparison,
         lab=list(lab),
+        groups=verdict.groups,
+        controls=verdict.controls,
     )
 
 

@@ -1,12 +1,20 @@
 """The report's figures, drawn with matplotlib's Agg backend (no display) and returned as PNG bytes.
 
-- ``object_vs_part``: Figure-6 style; per encoder, the object-level and part-level score side by side, and the
-  rank at each level joined by a line (a line going up = relatively part-aware);
-- ``family_bars``: per family, the mean object and part score with the spread over its encoders;
-- ``search_plot``: one hyperparameter search: the metric of every trial against each searched axis
-  (learning rate on a log scale), trials stopped early by ASHA drawn as crosses, the chosen trial as a star;
+Every score panel draws the bootstrap confidence interval of each bar as an error bar, the baselines of the
+same split as horizontal lines (chance dashed, majority class dotted, random features dash-dotted) and the
+random-initialisation controls as grey hatched bars labelled "(control)": a bar is read against them.
+
+- ``object_vs_part``: one panel per (level, metric): the encoders' level scores (a metric is never averaged
+  with another);
+- ``family_bars``: per (level, metric), each family's mean with the mean of its encoders' interval ends;
+- ``same_images``: Figure 6, object vs part score on the same images;
+- ``search_plot``: one hyperparameter search: the *validation* metric (percent) of every trial against each
+  searched axis (learning rate on a log scale with one label per decade or per value), trials stopped early
+  by ASHA drawn as crosses, the chosen trial as a star;
 - ``lab_curves``: the lab encoders' pretraining curves, one panel per objective (losses differ in kind
   and scale across objectives, so they share no axis).
+
+Each ``*_figure`` function returns the matplotlib figure (tests read its artists); the plain names return PNG.
 """
 
 from __future__ import annotations
@@ -18,15 +26,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from partaware.report.verdict import EncoderVerdict  # noqa: E402
+from partaware.report.estimates import Estimate  # noqa: E402
+from partaware.report.tables import BASELINE_LABEL, METRIC_LABEL, metric_label  # noqa: E402
+from partaware.report.verdict import EncoderVerdict, FamilyRow, LevelGroup, Verdict  # noqa: E402
 from partaware.results import ResultRecord  # noqa: E402
 
 FAMILY_COLOURS = {"supervised": "#4C72B0", "contrastive": "#DD8452", "mim": "#55A868", "contrastive+mim": "#8172B3"}
 LEVEL_COLOURS = {"object": "#4C72B0", "part": "#C44E52"}
+CONTROL_COLOUR = "#B0B0B0"
+PANELS_PER_ROW = 3
+#: baseline key -> line style
+BASELINE_STYLE = {"chance": ("--", "black"), "majority": (":", "#444444"), "random_features": ("-.", "#8172B3")}
 
 
-def _png(fig) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -37,73 +53,100 @@ def _short(name: str, n: int = 30) -> str:
     return name if len(name) <= n else name[: n - 1] + "…"
 
 
-def object_vs_part(verdicts: Sequence[EncoderVerdict]) -> bytes:
-    both = [v for v in verdicts if v.object_score is not None or v.part_score is not None]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(both) + 5), 4.6), width_ratios=[2, 1])
-    xs = range(len(both))
-    w = 0.38
-    for offset, level in ((-w / 2, "object"), (w / 2, "part")):
-        vals = [getattr(v, f"{level}_score") for v in both]
-        ax1.bar(
-            [x + offset for x in xs],
-            [0 if s is None else s for s in vals],
-            w,
-            label=f"{level} level",
-            color=LEVEL_COLOURS[level],
-        )
-        for x, s in zip(xs, vals, strict=True):
-            if s is not None:
-                ax1.text(x + offset, s, f"{s:.1f}", ha="center", va="bottom", fontsize=7)
-    ax1.set_xticks(list(xs), [_short(v.encoder) for v in both], rotation=30, ha="right", fontsize=8)
-    for tick, v in zip(ax1.get_xticklabels(), both, strict=True):
-        tick.set_color(FAMILY_COLOURS.get(v.family, "black"))
-    ax1.set_ylabel("mean primary metric (%)")
-    ax1.set_title("Object- vs part-level score per encoder")
-    ax1.legend(fontsize=8)
-    ranked = [v for v in both if v.object_rank is not None and v.part_rank is not None]
-    for v in ranked:
-        colour = FAMILY_COLOURS.get(v.family, "grey")
-        ax2.plot([0, 1], [v.object_rank, v.part_rank], "-o", color=colour)
-        ax2.text(1.05, v.part_rank, _short(v.encoder, 30), va="center", fontsize=7, color=colour)
-    n = max([len(ranked), 1])
-    ax2.set_ylim(n + 0.5, 0.5)
-    ax2.set_yticks(range(1, n + 1))
-    ax2.set_xlim(-0.2, 2.6)
-    ax2.set_xticks([0, 1], ["object rank", "part rank"])
-    ax2.set_ylabel("rank (1 = best)")
-    ax2.set_title("Rank shift (up = part-aware)")
-    handles = [
-        plt.Line2D([], [], color=c, marker="o", label=f)
-        for f, c in FAMILY_COLOURS.items()
-        if any(v.family == f for v in both)
-    ]
-    if handles:
-        ax2.legend(handles=handles, fontsize=7, loc="lower left")
-    return _png(fig)
+def _yerr(estimates: Sequence[Estimate | None]) -> list[list[float]]:
+    """Asymmetric error bars from the intervals (0 where a score has none)."""
+    lows = [e.value - e.low if e is not None and e.has_interval else 0.0 for e in estimates]
+    highs = [e.high - e.value if e is not None and e.has_interval else 0.0 for e in estimates]
+    return [lows, highs]
 
 
-def family_bars(summary: Sequence[dict]) -> bytes:
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(summary) + 2), 4))
-    w = 0.38
-    for offset, level in ((-w / 2, "object"), (w / 2, "part")):
-        vals = [row.get(level) for row in summary]
-        errs = [row.get(f"{level}_std") or 0 for row in summary]
-        ax.bar(
-            [i + offset for i in range(len(summary))],
-            [0 if v is None else v for v in vals],
-            w,
-            yerr=errs,
-            capsize=3,
-            label=f"{level} level",
-            color=LEVEL_COLOURS[level],
-        )
-    ax.set_xticks(range(len(summary)), [f"{r['label']}\n({len(r['encoders'])} enc.)" for r in summary])
-    tops = [(row.get(lv) or 0) + (row.get(f"{lv}_std") or 0) for row in summary for lv in ("object", "part")]
-    ax.set_ylim(0, max([*tops, 1]) * 1.18)
-    ax.set_ylabel("mean score (%), error bar = std over encoders")
-    ax.set_title("Object vs part score per family")
-    ax.legend(fontsize=8, ncol=2, loc="upper left")
-    return _png(fig)
+def draw_baselines(ax, baselines: dict[str, float], *, colour: str | None = None, suffix: str = "") -> None:
+    """One labelled horizontal line per baseline (chance, majority class, random features)."""
+    for key, value in baselines.items():
+        style, default = BASELINE_STYLE.get(key, ("--", "grey"))
+        label = f"{BASELINE_LABEL.get(key, key)}{suffix} {value:.1f}"
+        ax.axhline(value, ls=style, color=colour or default, lw=1.1, label=label, zorder=1)
+
+
+def _top(estimates: Sequence[Estimate | None], baselines: Sequence[float]) -> float:
+    ends = [(e.high if e.has_interval else e.value) for e in estimates if e is not None]
+    return max([*ends, *baselines, 1.0])
+
+
+def _score_panel(ax, group: LevelGroup, rows: Sequence[EncoderVerdict]) -> None:
+    """Bars of one (level, metric) with intervals, the group's baselines and the controls."""
+    shown = [v for v in rows if group.key in v.scores]
+    ests = [v.scores[group.key] for v in shown]
+    colours = [CONTROL_COLOUR if v.control else FAMILY_COLOURS.get(v.family, "grey") for v in shown]
+    bars = ax.bar(range(len(shown)), [e.value for e in ests], 0.7, yerr=_yerr(ests), capsize=3, color=colours)
+    for bar, v in zip(bars, shown, strict=True):
+        if v.control:
+            bar.set_hatch("//")
+            bar.set_label("control (random init.)")
+    draw_baselines(ax, group.baselines)
+    labels = [_short(v.encoder) + ("\n(control)" if v.control else "") for v in shown]
+    ax.set_xticks(range(len(shown)), labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(metric_label(group.metric))
+    ax.set_title(f"{group.label} (%), 95% interval", fontsize=9)
+    ax.set_ylim(0, _top(ests, list(group.baselines.values())) * 1.15)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), fontsize=6, loc="upper right")
+
+
+def _panels(n: int, width: float, height: float) -> tuple[Figure, list]:
+    """A grid of ``n`` panels, at most ``PANELS_PER_ROW`` a row; unused cells hidden."""
+    cols = max(1, min(PANELS_PER_ROW, n))
+    rows = -(-max(1, n) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def object_vs_part_figure(verdict: Verdict) -> Figure:
+    rows = [*verdict.encoders, *verdict.controls]
+    groups = verdict.groups or []
+    fig, axes = _panels(len(groups), max(4.5, 0.55 * len(rows) + 2.5), 4.4)
+    for ax, g in zip(axes, groups, strict=False):
+        _score_panel(ax, g, rows)
+    if not groups:
+        axes[0].set_visible(True)
+        axes[0].set_axis_off()
+        axes[0].text(0.5, 0.5, "no probe that every encoder ran", ha="center")
+    fig.suptitle("Level scores per encoder: bars = score, error bars = 95% interval, lines = baselines", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def object_vs_part(verdict: Verdict) -> bytes:
+    return _png(object_vs_part_figure(verdict))
+
+
+def family_figure(rows: Sequence[FamilyRow], groups: Sequence[LevelGroup]) -> Figure:
+    fig, axes = _panels(len(groups), max(4, 1.2 * len(rows) + 2), 4)
+    for ax, g in zip(axes, groups, strict=False):
+        shown = [r for r in rows if g.key in r.scores]
+        ests = [r.scores[g.key] for r in shown]
+        colours = [CONTROL_COLOUR if r.family == "control" else FAMILY_COLOURS.get(r.family, "grey") for r in shown]
+        bars = ax.bar(range(len(shown)), [e.value for e in ests], 0.6, yerr=_yerr(ests), capsize=3, color=colours)
+        for bar, r in zip(bars, shown, strict=True):
+            if r.family == "control":
+                bar.set_hatch("//")
+        draw_baselines(ax, g.baselines)
+        ax.set_xticks(range(len(shown)), [f"{r.label}\n({len(r.encoders)} enc.)" for r in shown], fontsize=8)
+        ax.set_ylabel(metric_label(g.metric))
+        ax.set_title(f"{g.label}: family mean, 95% interval", fontsize=9)
+        ax.set_ylim(0, _top(ests, list(g.baselines.values())) * 1.18)
+        if g.baselines:
+            ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def family_bars(rows: Sequence[FamilyRow], groups: Sequence[LevelGroup]) -> bytes:
+    return _png(family_figure(rows, groups))
 
 
 def _axes_of(record: ResultRecord) -> list[str]:
@@ -137,13 +180,38 @@ def stopped_early(trial: dict, max_iterations: int) -> bool:
     return it is not None and it < max_iterations
 
 
-def search_plot(record: ResultRecord) -> bytes | None:
-    """Metric vs each searched axis for one (encoder, level, task); None when no trials were recorded."""
+def trial_scale(record: ResultRecord) -> float:
+    """100 when the trials' metrics are fractions (Ray Tune reports ``val_top1`` in 0-1), 1 when percent.
+
+    A trial may say so itself (``metric_unit``: fraction | percent); otherwise metrics that all lie in [0, 1]
+    are fractions. The record's ``value`` is always percent."""
+    units = {t.get("metric_unit") for t in record.trial_results} - {None}
+    if units:
+        return 100.0 if units == {"fraction"} else 1.0
+    values = [t["metric"] for t in record.trial_results if isinstance(t.get("metric"), int | float)]
+    return 100.0 if values and all(0.0 <= v <= 1.0 for v in values if v == v) else 1.0
+
+
+def _log_ticks(ax, values: Sequence[float]) -> None:
+    """Readable log-axis ticks: the trial values when few, else one per decade; no minor labels."""
+    distinct = sorted(set(values))
+    if len(distinct) <= 5:
+        ax.xaxis.set_major_locator(FixedLocator(distinct))
+    else:
+        ax.xaxis.set_major_locator(LogLocator(base=10, numticks=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e-0", "e-")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=35, labelsize=7)
+
+
+def search_figure(record: ResultRecord) -> Figure | None:
+    """Validation metric (percent) vs each searched axis; None when no trials were recorded."""
     trials = [t for t in record.trial_results if isinstance(t.get("metric"), int | float)]
     if not trials:
         return None
+    scale = trial_scale(record)
     axes_names = _axes_of(record)[:4]
-    fig, axes = plt.subplots(1, len(axes_names), figsize=(3.6 * len(axes_names) + 0.6, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(axes_names), figsize=(3.6 * len(axes_names) + 0.6, 3.6), squeeze=False)
     max_it = max((t.get("iterations") or 0) for t in trials)
     best = max(trials, key=lambda t: t["metric"]) if record.higher_is_better else min(trials, key=lambda t: t["metric"])
     categorical = {n for n in axes_names if _is_categorical(record, n)}
@@ -156,16 +224,12 @@ def search_plot(record: ResultRecord) -> bytes | None:
             if name in categorical or not isinstance(x, int | float) or isinstance(x, bool):
                 x = _num_text(x)
             stopped = stopped_early(t, max_it)
+            y = t["metric"] * scale
             ax.scatter(
-                [x],
-                [t["metric"]],
-                marker="x" if stopped else "o",
-                s=28,
-                color="#C44E52" if stopped else "#4C72B0",
-                zorder=3,
+                [x], [y], marker="x" if stopped else "o", s=28, color="#C44E52" if stopped else "#4C72B0", zorder=3
             )
             if t is best:
-                ax.scatter([x], [t["metric"]], marker="*", s=200, facecolor="none", edgecolor="black", zorder=4)
+                ax.scatter([x], [y], marker="*", s=200, facecolor="none", edgecolor="black", zorder=4)
         numeric = [t.get("config", {}).get(name) for t in trials]
         if (
             name not in categorical
@@ -173,8 +237,9 @@ def search_plot(record: ResultRecord) -> bytes | None:
             and max(numeric) / min(numeric) >= 20
         ):
             ax.set_xscale("log")
+            _log_ticks(ax, numeric)
         ax.set_xlabel(name)
-        ax.set_ylabel(f"{record.metric} (%)")
+        ax.set_ylabel(f"validation {metric_label(record.metric)}")
         ax.grid(alpha=0.3)
     handles = [
         plt.Line2D([], [], marker="o", ls="", color="#4C72B0", label="completed"),
@@ -185,8 +250,19 @@ def search_plot(record: ResultRecord) -> bytes | None:
     ]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
     title = f"{record.encoder} · {record.level} · {record.task} · {record.dataset} · {record.feature}"
-    fig.suptitle(f"{title}\n{len(trials)} trials, {record.trials_stopped_early} stopped early", fontsize=9)
-    return _png(fig)
+    metric = METRIC_LABEL.get(record.metric.lower(), record.metric)
+    fig.suptitle(
+        f"{title}\n{len(trials)} trials, {record.trials_stopped_early} stopped early; validation {metric} per trial "
+        f"(the tables report the test score)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def search_plot(record: ResultRecord) -> bytes | None:
+    fig = search_figure(record)
+    return None if fig is None else _png(fig)
 
 
 def search_figure_name(record: ResultRecord) -> str:
@@ -195,47 +271,72 @@ def search_figure_name(record: ResultRecord) -> str:
     return f"search_{safe}.png"
 
 
-def same_images(pairs, encoder_order: Sequence[str]) -> bytes:
-    """Figure 6: per probe run on the same images at both granularities, object vs part score per encoder."""
+def same_images_figure(pairs, encoder_order: Sequence[str]) -> Figure:
+    """Figure 6: per probe run on the same images at both granularities, object vs part score per encoder,
+    with intervals, each level's chance line and the controls."""
     fig, axes = plt.subplots(
-        len(pairs), 1, figsize=(max(7, 1.2 * len(encoder_order) + 3), 3.4 * len(pairs)), squeeze=False
+        len(pairs), 1, figsize=(max(7, 1.2 * len(encoder_order) + 3), 3.6 * len(pairs)), squeeze=False
     )
     w = 0.38
     for ax, pair in zip(axes[:, 0], pairs, strict=True):
-        encs = [e for e in encoder_order if e in pair.values]
+        encs = [e for e in encoder_order if e in pair.values] + sorted(set(pair.values) - set(encoder_order))
         for offset, i, level in ((-w / 2, 0, "object"), (w / 2, 1, "part")):
-            vals = [pair.values[e][i] for e in encs]
-            ax.bar([x + offset for x in range(len(encs))], vals, w, label=f"{level} level", color=LEVEL_COLOURS[level])
-            for x, v in enumerate(vals):
-                ax.text(x + offset, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(encs)), [_short(e) for e in encs], rotation=20, ha="right", fontsize=8)
-        ax.set_ylabel("score (%)")
-        ax.set_title(f"Same images, both granularities: {pair.label}", fontsize=10)
-        ax.legend(fontsize=8, ncol=2, loc="upper left")
-        top = max(v for pv in pair.values.values() for v in pv)
-        ax.set_ylim(0, top * 1.2 if top > 0 else 1)
+            ests = [pair.values[e][i] for e in encs]
+            bars = ax.bar(
+                [x + offset for x in range(len(encs))],
+                [e.value for e in ests],
+                w,
+                yerr=_yerr(ests),
+                capsize=2,
+                label=f"{level} level",
+                color=LEVEL_COLOURS[level],
+            )
+            for bar, e in zip(bars, encs, strict=True):
+                if e in pair.controls:
+                    bar.set_hatch("//")
+                    bar.set_alpha(0.5)
+            if pair.chance[i] is not None:
+                ax.axhline(pair.chance[i], ls="--", color=LEVEL_COLOURS[level], lw=1.1, label=f"{level} chance")
+        labels = [_short(e) + ("\n(control)" if e in pair.controls else "") for e in encs]
+        ax.set_xticks(range(len(encs)), labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel(metric_label(pair.metric))
+        ax.set_title(f"Same images, both granularities: {pair.label} (95% intervals)", fontsize=10)
+        ax.legend(fontsize=7, ncol=2, loc="upper left")
+        tops = [e for pv in pair.values.values() for e in pv]
+        ax.set_ylim(0, _top(tops, [c for c in pair.chance if c is not None]) * 1.25)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def lab_curves(rows: Sequence[dict]) -> bytes:
+def same_images(pairs, encoder_order: Sequence[str]) -> bytes:
+    return _png(same_images_figure(pairs, encoder_order))
+
+
+def lab_figure(rows: Sequence[dict]) -> Figure:
     """One small panel per lab encoder: its training loss per step (and, where the learning curve is a
     metric the loss reports, such as DINO's student-teacher KL, that metric on the same panel)."""
     cols = min(4, len(rows))
     nrows = -(-len(rows) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
     for ax in axes.flat[len(rows) :]:
         ax.set_visible(False)
     for ax, row in zip(axes.flat, rows, strict=False):
         colour = FAMILY_COLOURS.get(row["family"], "grey")
         ax.plot(range(1, len(row["loss_curve"]) + 1), row["loss_curve"], color=colour, lw=1.2, label="loss")
+        ylabel = "training loss"
         if row["curve_name"] != "loss" and row["curve"]:
             steps = range(1, len(row["curve"]) + 1)
             ax.plot(steps, row["curve"], color="black", lw=1.0, ls="--", label=row["curve_name"])
             ax.legend(fontsize=7, loc="upper right")
+            ylabel = f"loss / {row['curve_name']}"
         seconds = row.get("seconds")
         ax.set_title(f"{row['encoder']} ({seconds:.0f} s)" if seconds is not None else row["encoder"], fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("training step", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    return _png(fig)
+    return fig
+
+
+def lab_curves(rows: Sequence[dict]) -> bytes:
+    return _png(lab_figure(rows))

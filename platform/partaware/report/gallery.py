@@ -15,13 +15,14 @@ the mean similarity of the top 1/4/9/49 neighbours and the same-part fraction of
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from partaware.errors import DatasetError, SpecError
+from partaware.probes.retrieval import nearest_neighbours
 
 BACKGROUND = "background"
 SIM_KS = (1, 4, 9, 49)
@@ -48,10 +49,10 @@ class PatchDatabase:
         return len(self.boxes)
 
     def patch(self, i: int, size: int) -> np.ndarray:
-        """Patch ``i`` resized to ``size x size`` (bicubic), uint8 H x W x 3."""
-        x0, y0, x1, y1 = self.boxes[i]
-        pixels = self.crops[self.image_index[i]][y0:y1, x0:x1]
-        return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BICUBIC))
+        """Patch ``i`` resized to ``size x size`` by the extraction's own crop (bicubic), uint8 H x W x 3."""
+        from partaware.extract.crops import crop_resize
+
+        return crop_resize(Image.fromarray(self.crops[self.image_index[i]]), self.boxes[i], size, "bicubic")
 
     def patches(self, size: int) -> np.ndarray:
         return np.stack([self.patch(i, size) for i in range(len(self))])
@@ -237,7 +238,9 @@ def dataset_window_manifest(
 
 
 def dataset_part_database(prepared, *, n_images: int = 16, seed: int = 0, split: str | None = None) -> PatchDatabase:
-    """The annotated part boxes of ``n_images`` sampled images, each widened to a square, labelled by its part."""
+    """The annotated part boxes of ``n_images`` sampled images (the manifest's rows), labelled by their part."""
+    from partaware.extract.crops import pixel_box
+
     rows, chosen = _dataset_images(prepared, n_images, seed, split)
     wanted = set(chosen)
     crops, index, boxes, labels, ids = [], [], [], [], []
@@ -249,13 +252,7 @@ def dataset_part_database(prepared, *, n_images: int = 16, seed: int = 0, split:
             image_pos[r["image_id"]] = len(crops)
             crops.append(_load_rgb(prepared.root.read_bytes(r["image_uri"])))
         img = crops[image_pos[r["image_id"]]]
-        x0, y0, x1, y1 = r["box"]
-        side = max(x1 - x0, y1 - y0, 8)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        h, w = img.shape[:2]
-        bx0 = int(min(max(0, round(cx - side / 2)), max(0, w - side)))
-        by0 = int(min(max(0, round(cy - side / 2)), max(0, h - side)))
-        boxes.append((bx0, by0, int(min(w, bx0 + side)), int(min(h, by0 + side))))
+        boxes.append(pixel_box(r["box"], img.shape[1], img.shape[0]))  # the box every probe encodes
         index.append(image_pos[r["image_id"]])
         labels.append(r["label"])
         ids.append(r["region_id"])
@@ -265,31 +262,6 @@ def dataset_part_database(prepared, *, n_images: int = 16, seed: int = 0, split:
 
 
 # --- retrieval and statistics ------------------------------------------------------------------------------
-
-
-def _normalise(features: np.ndarray) -> np.ndarray:
-    f = np.asarray(features, dtype=np.float64)
-    if f.ndim != 2:
-        raise SpecError(f"features must be N x D, got shape {f.shape}")
-    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-
-
-def nearest_neighbours(
-    features: np.ndarray, queries: Sequence[int], k: int, *, exclude: Sequence[Sequence[int]] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` patches by cosine similarity for each query, the query itself excluded (and ``exclude[q]``).
-
-    Returns (indices, similarities), both ``len(queries) x k``; ties break by index."""
-    f = _normalise(features)
-    n = len(f)
-    k = min(k, n - 1)
-    sims = f[list(queries)] @ f.T
-    for row, q in enumerate(queries):
-        sims[row, q] = -np.inf
-        if exclude is not None:
-            sims[row, list(exclude[row])] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(sims, order, axis=1)
 
 
 def retrieval_summary(
@@ -481,37 +453,3 @@ def build_gallery(
         patches = np.stack([np.asarray(Image.fromarray(p).resize((geometry.cell, geometry.cell))) for p in patches])
     png = render_gallery(patches, queries, rows, labels, title=title, geometry=geometry)
     return GalleryResult(png, queries, summary, neighbours)
-
-
-# --- encoding (when no cached features exist) -------------------------------------------------------------
-
-
-def encode_patches(
-    encode: Callable[[np.ndarray], Mapping[str, np.ndarray]], patches: np.ndarray, *, batch_size: int = 64
-) -> dict[str, np.ndarray]:
-    """Run ``encode`` (uint8 batch -> {tap: B x D}) over patches in batches; concatenated per tap."""
-    out: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(patches), batch_size):
-        for tap, values in encode(patches[start : start + batch_size]).items():
-            out.setdefault(tap, []).append(np.asarray(values, dtype=np.float32))
-    return {tap: np.concatenate(v) for tap, v in out.items()}
-
-
-def encoder_fn(loaded, taps: Sequence[str], *, device: str = "cpu"):
-    """An ``encode`` function for ``encode_patches`` from a ``LoadedEncoder`` (its own size and normalisation)."""
-    import torch
-    import torch.nn.functional as F
-
-    spec = loaded.spec
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    mode = "bicubic" if spec.interpolation == "bicubic" else "bilinear"
-
-    def encode(batch: np.ndarray) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(spec.input_size, spec.input_size), mode=mode, align_corners=False).clamp(0, 1)
-        x = ((x - mean) / std).to(device)
-        feats = loaded.encode(x, list(taps))
-        return {t: feats[t].flatten(1).float().cpu().numpy() for t in taps}
-
-    return encode

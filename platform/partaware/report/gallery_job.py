@@ -1,16 +1,15 @@
-"""A gallery for a prepared dataset and registered encoders: patch database, features (cached), PNG + JSON.
+"""A gallery for a prepared dataset and registered encoders: patch database, features, PNG + JSON.
 
-Features of a gallery's patches are cached under ``<root>/features/gallery/<key>.npz``, the key a digest of
-everything that changes them (dataset version, database recipe, encoder spec, preprocessing version, taps), so a
-second gallery over the same patches does no encoding. Outputs go to ``<out>/galleries/<name>.png`` and
-``<name>.json`` (the per-encoder summary), which ``build_report`` embeds in the run's report.
+The patches (the manifest's part rows, or protocol §3.6's grid windows as regions of the dataset's images)
+are encoded by the one feature path, ``extract_features`` on the Ray Data actor pool, into the feature cache
+(``<root>/features/<key>/``, keyed by the weights digest, the preprocessing and the regions), so a second
+gallery over the same patches does no encoding and a re-pretrained encoder never gets stale features.
+Outputs go to ``<out>/galleries/<name>.png`` and ``<name>.json`` (the per-encoder summary), which
+``build_report`` embeds in the run's report.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,8 +24,6 @@ from partaware.report.gallery import (
     build_gallery,
     dataset_grid_database,
     dataset_part_database,
-    encode_patches,
-    encoder_fn,
 )
 from partaware.storage import StorageRoot
 
@@ -82,18 +79,38 @@ def gallery_database(root: StorageRoot, recipe: GalleryRecipe):
     return prepared, db
 
 
-def cached_features(root: StorageRoot, key: dict, compute) -> tuple[dict[str, np.ndarray], bool]:
-    """Features from the cache when this exact key was computed before; else computed and stored (atomically)."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    rel = ("features", "gallery", f"{digest}.npz")
-    if root.exists(*rel):
-        with np.load(io.BytesIO(root.read_bytes(*rel)), allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}, True
-    feats = compute()
-    buf = io.BytesIO()
-    np.savez(buf, **feats)
-    root.write_bytes(buf.getvalue(), *rel)
-    return feats, False
+def gallery_regions(prepared, db: PatchDatabase, recipe: GalleryRecipe) -> list[dict]:
+    """The database's patches as regions of the dataset's images (boxes in image pixels), for extraction."""
+    if recipe.source == "parts":  # the manifest's own part rows: the same boxes every probe encodes
+        wanted = set(db.region_ids)
+        rows = prepared.manifest().select(["region_id", "image_uri", "box"]).to_pylist()
+        by_id = {r["region_id"]: r for r in rows if r["region_id"] in wanted}
+        return [by_id[i] for i in db.region_ids]
+    from partaware.report.gallery import dataset_window_manifest
+
+    table = dataset_window_manifest(prepared, n_images=recipe.n_images, crop=recipe.crop, grid=recipe.grid,
+                                    seed=recipe.seed, split=recipe.split)  # fmt: skip
+    return table.select(["region_id", "image_uri", "box"]).to_pylist()
+
+
+def gallery_features(
+    root: StorageRoot, prepared, regions: list[dict], encoder, taps: list[str], *, seed: int, progress=None
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Features of the gallery's regions from the one feature path: ``extract_features`` on the actor pool,
+    cached under ``features/<key>`` like any feature set (the key holds the weights digest and the regions)."""
+    from partaware.extract.features import read_features
+    from partaware.extract.pipeline import extract_features
+
+    result = extract_features(root, prepared.name, encoder, taps=taps, regions=regions, seed=seed,
+                              dataset_version=prepared.version, max_actors=1, progress=progress)  # fmt: skip
+    fs = read_features(root, result.key, taps=taps)
+    position = {rid: i for i, rid in enumerate(fs.region_ids)}
+    missing = [r["region_id"] for r in regions if r["region_id"] not in position]
+    if missing:
+        raise SpecError(f"gallery: {len(missing)} patches could not be encoded (first: {missing[0]}); "
+                        f"see {result.uri}/errors.parquet")  # fmt: skip
+    order = np.array([position[r["region_id"]] for r in regions])
+    return {t: fs.features[t][order].astype(np.float32) for t in taps}, result.status == "cached"
 
 
 def make_gallery(
@@ -104,36 +121,24 @@ def make_gallery(
     name: str = "gallery",
     queries: Sequence[int] | Sequence[str] | int = 3,
     top_k: int = 8,
-    device: str = "cpu",
+    progress=None,
 ) -> tuple[GalleryResult, dict[str, str], list[str]]:
-    """Build, write and return a gallery; also returns the paths written and the encoders that were cache hits."""
-    from partaware.encoders.base import PREPROCESS_VERSION
-    from partaware.encoders.loading import load_encoder
-    from partaware.encoders.registry import ENCODERS, _load_builtin_encoders
+    """Build, write and return a gallery; also returns the paths written and the encoders that were cache hits.
 
-    _load_builtin_encoders()
+    Needs a running Ray (the patches are encoded by the extraction pipeline's actors)."""
+    from partaware.extract.pipeline import resolve_spec
+
     taps = _taps(recipe.features)
     prepared, db = gallery_database(root, recipe)
+    regions = gallery_regions(prepared, db, recipe)
     features: dict[str, np.ndarray] = {}
     cache_hits: list[str] = []
     for enc_name in recipe.encoders:
-        spec = ENCODERS.get(enc_name)
+        spec = resolve_spec(enc_name)
         enc_taps = [t for t in taps if t != "proj" or spec.has_projection]
         if not enc_taps:
             continue
-        key = {
-            "db": recipe.database_key(prepared.version),
-            "encoder": spec.model_dump(mode="json"),
-            "preprocess": PREPROCESS_VERSION,
-            "taps": enc_taps,
-            "seed": recipe.seed,
-        }
-
-        def compute(spec=spec, enc_taps=enc_taps, db: PatchDatabase = db):
-            loaded = load_encoder(spec, root=root, device=device, seed=recipe.seed)
-            return encode_patches(encoder_fn(loaded, enc_taps, device=device), db.patches(spec.input_size))
-
-        feats, hit = cached_features(root, key, compute)
+        feats, hit = gallery_features(root, prepared, regions, spec, enc_taps, seed=recipe.seed, progress=progress)
         if hit:
             cache_hits.append(spec.name)
         multi = len(taps) > 1

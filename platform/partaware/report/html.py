@@ -21,6 +21,9 @@ th{background:#eef1f6}
 td.best{font-weight:700;background:#eaf3ea}
 td.holds{font-weight:700;color:#1a7f37;background:#e6f4ea}
 td.fails{font-weight:700;color:#b42318;background:#fdecea}
+td.inconclusive{color:#8a6100;background:#fff6e0}
+td.partial{font-weight:700;color:#5b6473;background:#f1f3f6}
+td.decided{font-weight:700}
 figure{margin:14px 0}
 figure img{max-width:100%;border:1px solid #e3e6eb;background:#fff}
 figcaption,.caption{font-size:12px;color:#5b6473;margin-top:4px}

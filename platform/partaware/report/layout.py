@@ -12,10 +12,17 @@ from dataclasses import dataclass, field
 import yaml
 
 from partaware.report.build import ReportData
-from partaware.report.claims import FAILS, HOLDS
+from partaware.report.claims import FAILS, HOLDS, PARTIAL
+from partaware.report.claims import INCONCLUSIVE as CLAIM_INCONCLUSIVE
+from partaware.report.estimates import estimate_of
 from partaware.report.lab import shared_budget
 from partaware.report.paper import PAPER_COLUMNS, PAPER_ENCODERS
-from partaware.report.tables import FAMILY_LABEL
+from partaware.report.records import is_control
+from partaware.report.tables import BASELINE_LABEL, FAMILY_LABEL, METRIC_LABEL, metric_label
+from partaware.report.verdict import INCONCLUSIVE, decided_best
+
+#: claim status -> cell style
+CLAIM_STYLE = {HOLDS: "holds", FAILS: "fails", CLAIM_INCONCLUSIVE: "inconclusive", PARTIAL: "partial"}
 
 
 @dataclass
@@ -35,7 +42,8 @@ class TableBlock:
     header: list[str]
     rows: list[list[str]]
     caption: str = ""
-    styles: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, col) -> "best" | "holds" | "fails"
+    #: (row, col) -> "best" | "holds" | "fails" | "inconclusive" | "partial" | "decided"
+    styles: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,114 +70,172 @@ def fmt(x: float | None, digits: int = 1, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def _verdict_blocks(d: ReportData) -> list[Block]:
-    out: list[Block] = [Heading(2, "Verdict: object-aware or part-aware?", "verdict")]
-    if not d.verdicts:
-        return [*out, Para("No results.")]
-    out.append(
-        Para(
-            "Score = mean primary metric (%) over the probes every encoder ran at that level (projected features "
-            "excluded). Rank 1 = best. Rank shift = object rank − part rank: positive means the encoder ranks "
-            "better on parts than on objects (part-aware), negative means object-aware."
-        )
-    )
+VERDICT_HOW = (
+    "How to read it. Each score column is one level and one metric (a metric is never averaged with another): "
+    "the mean of the encoder's primary numbers (%) over the probes every encoder ran at that level (projected "
+    "features excluded), with its 95% bootstrap interval [low, high] (the interval of a mean over probes is the "
+    "mean of their ends, which is never narrower than the truth). An encoder ranks above another only when its "
+    "interval lies wholly above the other's, so a rank reads as a range (1–3) where intervals overlap; a level's "
+    "rank is the mean over its metrics. Leaning: **part-aware** when the worst part rank the intervals allow is "
+    "better than the best object rank they allow, **object-aware** the reverse, **balanced** when both ranks are "
+    "decided and equal, otherwise **inconclusive** (also when a score has no interval); the last column gives "
+    "the numbers behind it. *Above chance* is each level's score minus that level's own chance (majority class "
+    "for segmentation), in points of one metric: part-level chance is usually higher (fewer classes), so the raw "
+    "part − object gap overstates part-awareness."
+)
+
+
+def _rank_text(r) -> str:
+    return "–" if r is None else r.text()
+
+
+def _gap_metrics(d: ReportData) -> list[str]:
+    return list(dict.fromkeys(g.metric for v in d.verdicts for g in v.chance_gaps))
+
+
+def _gap_cell(v, metric: str) -> str:
+    gap = next((g for g in v.chance_gaps if g.metric == metric), None)
+    if gap is None:
+        return "–"
+    return f"{gap.gap:+.1f} (part {gap.part_above:+.1f}, object {gap.object_above:+.1f} above {gap.reference})"
+
+
+def _verdict_table(d: ReportData) -> TableBlock:
+    gaps = _gap_metrics(d)
+    header = ["family", "encoder"]
+    for g in d.groups:
+        header += [f"{g.label} % [95% CI]", f"{g.label} rank"]
+    level_ranks = any(sum(g.level == lv for g in d.groups) > 1 for lv in ("object", "part"))
+    if level_ranks:
+        header += ["object rank", "part rank"]
+    header += [f"{METRIC_LABEL.get(m, m)} above chance: part − object" for m in gaps]
+    header += ["leaning", "why"]
     rows, styles = [], {}
     last_family = None
     for v in d.verdicts:
         fam = v.family_label if v.family != last_family else ""
         last_family = v.family
-        name = v.encoder + (" (random weights)" if v.random_weights else "")
-        rows.append(
-            [
-                fam,
-                name,
-                fmt(v.object_score),
-                str(v.object_rank or "–"),
-                fmt(v.part_score),
-                str(v.part_rank or "–"),
-                fmt(v.gap, sign=True),
-                f"{v.rank_shift:+d}" if v.rank_shift is not None else "–",
-                v.leaning,
-            ]
-        )
-        if v.object_rank == 1:
-            styles[(len(rows) - 1, 3)] = "best"
-        if v.part_rank == 1:
-            styles[(len(rows) - 1, 5)] = "best"
-    out.append(
+        row = [fam, v.encoder + (" (random weights)" if v.random_weights else "")]
+        for g in d.groups:
+            score = v.scores.get(g.key)
+            row += [score.text() if score else "–", _rank_text(v.ranks.get(g.key))]
+        if level_ranks:
+            row += [_rank_text(v.object_rank), _rank_text(v.part_rank)]
+        row += [_gap_cell(v, m) for m in gaps]
+        row += [v.leaning, v.reason]
+        rows.append(row)
+        for j, g in enumerate(d.groups):
+            r = v.ranks.get(g.key)
+            if r is not None and r.worst == 1 and len(d.verdicts) > 1:
+                styles[(len(rows) - 1, 3 + 2 * j)] = "best"
+        styles[(len(rows) - 1, len(header) - 2)] = "inconclusive" if v.leaning == INCONCLUSIVE else "decided"
+    return TableBlock(header, rows, styles=styles)
+
+
+def _baseline_rows(d: ReportData) -> TableBlock | None:
+    """The controls and the baselines in the verdict's columns: what each score is read against."""
+    keys = [k for k in BASELINE_LABEL if any(k in g.baselines for g in d.groups)]
+    if not d.groups or not (keys or d.controls):
+        return None
+    rows = []
+    for k in keys:
+        rows.append(["baseline", BASELINE_LABEL[k], *[fmt(g.baselines.get(k)) for g in d.groups]])
+    for v in d.controls:
+        name = f"{v.encoder} (random-init. control of {v.control_of or 'its architecture'}; not ranked)"
+        rows.append(["control", name, *[(v.scores[g.key].text() if g.key in v.scores else "–") for g in d.groups]])
+    return TableBlock(
+        ["kind", "row", *[f"{g.label} %" for g in d.groups]],
+        rows,
+        caption="Baselines on the same splits and probes as the scores above (means over the same probes); "
+        "controls: the same architecture with random weights, added by the job, never ranked nor given a leaning.",
+    )
+
+
+def _verdict_summary(d: ReportData) -> Para:
+    parts = []
+    for level in ("object", "part"):
+        best = decided_best(d.verdicts, level)
+        if best is not None:
+            parts.append(f"Best at {level} level beyond the intervals: **{best.encoder}**.")
+        else:
+            tied = [v.encoder for v in d.verdicts if (r := v.level_rank(level)) is not None and r.best == 1]
+            if tied:
+                parts.append(f"No encoder is first at {level} level beyond the intervals ({', '.join(tied)} may be).")
+    counts = {}
+    for v in d.verdicts:
+        counts[v.leaning] = counts.get(v.leaning, 0) + 1
+    parts.append("Leanings: " + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
+    return Para(" ".join(parts))
+
+
+def _family_table(d: ReportData) -> TableBlock:
+    rows = []
+    for f in d.families:
+        cells = []
+        for g in d.groups:
+            est, spread = f.scores.get(g.key), f.spread.get(g.key)
+            cells.append("–" if est is None else est.text() + (f" ± {spread:.1f}" if spread is not None else ""))
+        rows.append([f.label, ", ".join(f.encoders), *cells])
+    return TableBlock(
+        ["family", "encoders", *[f"{g.label} %" for g in d.groups]],
+        rows,
+        caption="Per family: mean over its encoders [mean of their 95% interval ends] ± spread (std) over them.",
+    )
+
+
+def _same_images_blocks(d: ReportData) -> list[Block]:
+    if not d.same_images:
+        return []
+    order = [v.encoder for v in [*d.verdicts, *d.controls]]
+    encs = [e for e in order if any(e in p.values for p in d.same_images)]
+    rows = []
+    for enc in encs:
+        cells = []
+        for p in d.same_images:
+            o, pt = p.values.get(enc, (None, None))
+            cells.append("–" if o is None else f"{o.text()} / {pt.text()}")
+        label = enc + (" (control)" if any(enc in p.controls for p in d.same_images) else "")
+        rows.append([label, *cells])
+    rows.append(["chance (object / part)", *[f"{fmt(p.chance[0])} / {fmt(p.chance[1])}" for p in d.same_images]])
+    return [
+        Heading(3, "Same images, object vs part granularity (paper Figure 6)", "same-images"),
         TableBlock(
-            [
-                "family",
-                "encoder",
-                "object score",
-                "object rank",
-                "part score",
-                "part rank",
-                "gap (part−obj)",
-                "rank shift",
-                "leaning",
-            ],
+            ["encoder", *[p.label for p in d.same_images]],
             rows,
-            styles=styles,
-        )
-    )
-    ranked = [v for v in d.verdicts if v.rank_shift is not None]
-    if ranked:
-        most_part = max(ranked, key=lambda v: (v.rank_shift, v.part_score or 0))
-        most_obj = min(ranked, key=lambda v: (v.rank_shift, -(v.object_score or 0)))
-        best_obj = min(ranked, key=lambda v: v.object_rank)
-        best_part = min(ranked, key=lambda v: v.part_rank)
-        out.append(
-            Para(
-                f"Best at object level: **{best_obj.encoder}** ({fmt(best_obj.object_score)}); best at part level: "
-                f"**{best_part.encoder}** ({fmt(best_part.part_score)}). Most part-leaning: {most_part.encoder} "
-                f"(rank shift {most_part.rank_shift:+d}); most object-leaning: {most_obj.encoder} "
-                f"(rank shift {most_obj.rank_shift:+d})."
-            )
-        )
-    fam_rows = [
-        [
-            f["label"],
-            ", ".join(f["encoders"]),
-            fmt(f["object"]),
-            fmt(f["object_std"]),
-            fmt(f["part"]),
-            fmt(f["part_std"]),
-        ]
-        for f in d.families
+            caption="object / part score [95% interval], the same images probed at both levels; read each "
+            "against its own level's chance (last row)",
+        ),
     ]
-    out.append(
-        TableBlock(
-            ["family", "encoders", "object (mean)", "± std", "part (mean)", "± std"],
-            fam_rows,
-            caption="Per family: mean over its encoders.",
-        )
-    )
-    if d.same_images:
-        encs = [v.encoder for v in d.verdicts if any(v.encoder in p.values for p in d.same_images)]
-        rows = []
-        for enc in encs:
-            cells = []
-            for p in d.same_images:
-                o, pt = p.values.get(enc, (None, None))
-                cells.append("–" if o is None else f"{fmt(o)} / {fmt(pt)} ({fmt(pt - o, sign=True)})")
-            rows.append([enc, *cells])
-        out.append(Heading(3, "Same images, object vs part granularity (paper Figure 6)", "same-images"))
-        out.append(
-            TableBlock(
-                ["encoder", *[p.label for p in d.same_images]],
-                rows,
-                caption="object / part (part − object), the same images probed at both levels",
-            )
-        )
+
+
+def _verdict_blocks(d: ReportData) -> list[Block]:
+    out: list[Block] = [Heading(2, "Verdict: object-aware or part-aware?", "verdict")]
+    if not d.verdicts and not d.controls:
+        return [*out, Para("No results.")]
+    out.append(Para(VERDICT_HOW))
+    if d.verdicts:
+        out.append(_verdict_table(d))
+        out.append(_verdict_summary(d))
+    baselines = _baseline_rows(d)
+    if baselines is not None:
+        out.append(baselines)
+    out.append(_family_table(d))
+    out.extend(_same_images_blocks(d))
     for name, caption in (
-        ("same_images.png", "Figure 6: the same images probed at object and at part granularity."),
-        ("object_vs_part.png", "Figure-6 style: object- vs part-level score per encoder, and rank at each level."),
-        ("family_bars.png", "Object and part score per family (error bar: std over the family's encoders)."),
-    ):
+        ("same_images.png", "Figure 6: the same images probed at object and at part granularity, with 95% "
+         "intervals and each level's chance."),
+        ("object_vs_part.png", "Level scores per encoder, one panel per level and metric: error bars = 95% "
+         "interval, lines = chance / majority / random-feature baselines, hatched = control."),
+        ("family_bars.png", "Per family, one panel per level and metric: mean score, error bar = mean of the "
+         "members' 95% interval ends, lines = baselines."),
+    ):  # fmt: skip
         if name in d.figures:
             out.append(Image(name, d.figures[name], caption))
     return out
+
+
+def _units(t) -> str:
+    return ", ".join(t.ci_units) or "test items"
 
 
 def _table_blocks(d: ReportData) -> list[Block]:
@@ -180,18 +246,25 @@ def _table_blocks(d: ReportData) -> list[Block]:
         out.append(Heading(3, t.title, t.id))
         rows, styles = [], {}
         for i, (enc, fam) in enumerate(t.rows):
-            row = [enc, FAMILY_LABEL.get(fam, fam)]
+            control = enc in t.controls
+            name = f"{enc} (control of {t.controls[enc]})" if control and t.controls[enc] else enc
+            row = [name, "control" if control else FAMILY_LABEL.get(fam, fam)]
             for j, col in enumerate(t.columns):
                 cell = t.cell(enc, col)
                 row.append(cell.text() if cell else "–")
-                if cell and len(t.rows) > 1 and cell.value == t.best(col):
+                if cell and not control and t.decided_best(col) == enc:
                     styles[(i, j + 2)] = "best"
             rows.append(row)
+        for key, by_col in t.baselines.items():
+            rows.append([BASELINE_LABEL.get(key, key), "baseline", *[by_col.get(c, "–") for c in t.columns]])
+        missing = "" if t.all_intervals else " Cells without [ ] have no interval (records written before intervals)."
         out.append(
             TableBlock(
                 ["encoder", "family", *[c.label for c in t.columns]],
                 rows,
-                caption=t.note + " · mean ± std over seeds where several; best in bold",
+                caption=f"{t.note} · mean ± std over seeds where several, [95% bootstrap interval of the test score "
+                f"over {_units(t)}] · bold: best beyond the intervals (controls and baselines excluded) · baseline "
+                f"rows: the same metric on the same split.{missing}",
                 styles=styles,
             )
         )
@@ -220,7 +293,7 @@ def _paper_blocks(d: ReportData) -> list[Block]:
             cells = []
             for c in cols:
                 r = by_cell.get((key, c))
-                cells.append(f"{fmt(r.ours)} ({fmt(r.paper)}, {fmt(r.delta, sign=True)})" if r else "–")
+                cells.append(f"{r.ours_estimate.text()} ({fmt(r.paper)}, {fmt(r.delta, sign=True)})" if r else "–")
             enc = next(r.encoder for r in rows_here if r.paper_key == key)
             rows.append([PAPER_ENCODERS[key][0], enc, *cells])
         out.append(Heading(3, f"Paper {table_name}"))
@@ -228,22 +301,25 @@ def _paper_blocks(d: ReportData) -> list[Block]:
             TableBlock(
                 ["paper name", "encoder", *[PAPER_COLUMNS[c][1] for c in cols]],
                 rows,
-                caption="this run (paper, Δ = this run − paper)",
+                caption="this run [95% interval] (paper, Δ = this run − paper)",
             )
         )
     if d.claims is not None:
         out.append(Heading(3, "The paper's claims on this run's numbers", "claims"))
         rows, styles = [], {}
         for i, c in enumerate(d.claims):
-            rows.append([c.id, c.claim, c.status, c.detail])
-            if c.status in (HOLDS, FAILS):
-                styles[(i, 2)] = "holds" if c.status == HOLDS else "fails"
+            rows.append([c.id, c.claim, c.status, c.tolerance, c.detail])
+            if c.status in CLAIM_STYLE:
+                styles[(i, 2)] = CLAIM_STYLE[c.status]
         out.append(
             TableBlock(
-                ["#", "claim", "status", "evidence (computed)"],
+                ["#", "claim", "status", "tolerance", "evidence (computed)"],
                 rows,
                 styles=styles,
-                caption="Computed from this run's numbers; a claim holds when every check that could run holds.",
+                caption="Computed from this run's numbers and their 95% intervals. A check holds when it survives "
+                "the intervals, fails when not even their most favourable ends give it, and is inconclusive "
+                "otherwise (or without an interval). A claim fails if any check fails, else is inconclusive if any "
+                "check is, else is partial when some checks lacked numbers, else holds.",
             )
         )
     return out
@@ -270,7 +346,7 @@ def _search_blocks(d: ReportData) -> list[Block]:
                 str(r.trials or len(r.trial_results)),
                 str(r.trials_stopped_early),
                 best,
-                fmt(r.value),
+                estimate_of(r).text(),
                 f"{r.wall_seconds:.0f}",
                 f"{r.cpu_hours:.3f}",
                 f"{r.gpu_hours:.3f}",
@@ -288,7 +364,7 @@ def _search_blocks(d: ReportData) -> list[Block]:
                 "trials",
                 "stopped early",
                 "chosen config",
-                "metric",
+                "test score % [95% CI]",
                 "wall s",
                 "CPU h",
                 "GPU h",
@@ -313,7 +389,8 @@ def _search_blocks(d: ReportData) -> list[Block]:
                     s.figure,
                     d.figures[s.figure],
                     f"{r.encoder} · {r.level} · {r.task} · {r.dataset} · {r.feature}: "
-                    f"{r.metric} per trial; crosses = stopped early by ASHA, star = chosen",
+                    f"validation {metric_label(r.metric)} per trial (the tables show the test score); crosses = "
+                    "stopped early by ASHA, star = chosen",
                     collapsible=True,
                 )
             )
@@ -368,31 +445,68 @@ def _cell(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _delta_text(r) -> str:
+    if r.not_comparable:
+        return "not comparable"
+    if r.delta is None:
+        return "–"
+    return fmt(r.delta, sign=True) + (" (within the intervals)" if r.within_noise else "")
+
+
 def _compare_blocks(d: ReportData) -> list[Block]:
     c = d.comparison
     if c is None:
         return []
     out: list[Block] = [Heading(2, f"Comparison: {c.run_a} vs {c.run_b}", "compare")]
+    if c.only_a or c.only_b:
+        out.append(
+            Para(
+                f"Datasets only in {c.run_a}: {', '.join(c.only_a) or 'none'}; only in {c.run_b}: "
+                f"{', '.join(c.only_b) or 'none'}. Their probes have one number each and are not compared."
+            )
+        )
+    if c.not_comparable:
+        out.append(
+            Para(
+                f"{len(c.not_comparable)} probe(s) both runs scored are **not comparable** (different dataset "
+                "version or protocol): no difference is shown for them and the joint ranking leaves them out."
+            )
+        )
+        out.append(
+            TableBlock(
+                ["not comparable", "why"],
+                [[col.label + f" ({col.level})", why] for col, why in c.not_comparable.items()],
+            )
+        )
     rows = [
         [
             v.encoder,
             FAMILY_LABEL.get(v.family, v.family),
-            fmt(v.object_score),
-            str(v.object_rank or "–"),
-            fmt(v.part_score),
-            str(v.part_rank or "–"),
+            _rank_text(v.object_rank),
+            _rank_text(v.part_rank),
             v.leaning,
         ]
         for v in c.verdict_joint
     ]
     out.append(
         TableBlock(
-            ["encoder", "family", "object score", "object rank", "part score", "part rank", "leaning"],
+            ["encoder", "family", "object rank", "part rank", "leaning"],
             rows,
-            caption="Both runs ranked together (where both ran a probe, the second run's number).",
+            caption="Both runs ranked together on their comparable probes (where both ran a probe, the second "
+            "run's number); ranks and leanings follow the verdict's rules.",
         )
     )
-    rows = [[r.encoder, r.column.level, r.column.label, fmt(r.a), fmt(r.b), fmt(r.delta, sign=True)] for r in c.rows]
+    rows = [
+        [
+            r.encoder,
+            r.column.level,
+            r.column.label,
+            r.a.text() if r.a else "–",
+            r.b.text() if r.b else "–",
+            _delta_text(r),
+        ]
+        for r in c.rows
+    ]
     out.append(TableBlock(["encoder", "level", "probe", c.run_a, c.run_b, "Δ"], rows))
     return out
 
@@ -452,11 +566,15 @@ def _provenance_blocks(d: ReportData) -> list[Block]:
 
 def report_blocks(d: ReportData) -> list[Block]:
     n_enc = len({r.encoder for r in d.records})
+    n_controls = len({r.encoder for r in d.records if is_control(r)})
     intro = Para(
-        f"Run `{d.run_id}`: {len(d.records)} probe results, {n_enc} encoders, datasets "
-        f"{', '.join(sorted({r.dataset for r in d.records})) or '–'}, levels "
+        f"Run `{d.run_id}`: {len(d.records)} probe results, {n_enc - n_controls} encoders"
+        + (f" and {n_controls} random-initialisation control(s)" if n_controls else "")
+        + f", datasets {', '.join(sorted({r.dataset for r in d.records})) or '–'}, levels "
         f"{', '.join(sorted({r.level for r in d.records})) or '–'}, tasks "
-        f"{', '.join(sorted({r.task for r in d.records})) or '–'}."
+        f"{', '.join(sorted({r.task for r in d.records})) or '–'}. Every score carries its 95% bootstrap interval "
+        "[low, high] (and ± std over seeds where several); the baselines of the same split and the controls sit "
+        "beside it."
     )
     return [
         Heading(1, f"partaware report · {d.run_id}", "top"),

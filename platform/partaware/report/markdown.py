@@ -5,6 +5,9 @@ from __future__ import annotations
 from partaware.report.build import ReportData
 from partaware.report.layout import Heading, Image, Para, Pre, TableBlock, report_blocks
 
+#: cell styles drawn bold (inconclusive stays plain: it decides nothing)
+BOLD = ("best", "fails", "holds", "partial", "decided")
+
 
 def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
@@ -17,7 +20,7 @@ def _table(b: TableBlock) -> str:
         for j, cell in enumerate(row):
             style = b.styles.get((i, j))
             text = _escape(cell)
-            cells.append(f"**{text}**" if style in ("best", "fails", "holds") and text else text)
+            cells.append(f"**{text}**" if style in BOLD and text else text)
         lines.append("| " + " | ".join(cells) + " |")
     if b.caption:
         lines.append(f"\n*{b.caption}*")

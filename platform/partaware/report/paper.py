@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from partaware.report.estimates import Estimate, estimate_of
+from partaware.report.records import is_control
 from partaware.results import ResultRecord
 
 #: paper key -> (display name, family). Order is the paper's row order.
@@ -57,6 +59,13 @@ PAPER_COLUMNS: dict[str, tuple[str, str]] = {
     **{
         f"{ds}_{m}": ("Table 4", f"{label} {m_label}")
         for ds, label in (("adepart", "ADE20K-Part"), ("pascalpart", "Pascal-Part"), ("lip", "LIP"))
+        for m, m_label in (("miou", "mIoU"), ("macc", "mAcc"), ("aacc", "aAcc"))
+    },
+    # Figure 6 / Appendix A.3: object segmentation on the part datasets' images (the paper's numbers were not
+    # retrieved, so these columns have no reference value; C12 and C13 read a run's own)
+    **{
+        f"{ds}_{m}": ("Figure 6", f"{label} {m_label}")
+        for ds, label in (("adeobj", "ADE20K-Object-59"), ("pascalobj", "Pascal-Object-16"))
         for m, m_label in (("miou", "mIoU"), ("macc", "mAcc"), ("aacc", "aAcc"))
     },
 }
@@ -113,6 +122,8 @@ DATASET_ALIASES: dict[str, tuple[str, ...]] = {
     "in1k": ("imagenet", "imagenet1k", "in1k", "ilsvrc2012"),
     "ade150": ("ade20k", "ade20k150", "ade150", "adechallengedata2016"),
     "adepart": ("ade20kpart", "ade20kpart209", "adepart"),
+    "adeobj": ("ade20kobject", "ade20kobject59", "adeobject", "adeobject59"),
+    "pascalobj": ("pascalobject", "pascalobject16", "pascalsemantic", "pascalsemantic16"),
     "pascalpart": ("pascalpart", "pascalpart193"),
     "lip": ("lip", "lookintoperson"),
     "cub": ("cub", "cub200", "cub2002011", "cub200part", "cubparts"),
@@ -138,7 +149,8 @@ def paper_columns_of(record: ResultRecord) -> list[str]:
     if ds is None:
         return []
     if record.task == "segmentation":
-        if (ds == "ade150" and record.level == "object") or (ds in ("adepart", "pascalpart", "lip")):
+        object_sets = ("ade150", "adeobj", "pascalobj")
+        if (ds in object_sets and record.level == "object") or (ds in ("adepart", "pascalpart", "lip")):
             return [f"{ds}_{m}" for m in ("miou", "macc", "aacc")]
         return []
     if ds == "in1k" and record.level == "object" and record.task in ("linear", "attentive"):
@@ -152,6 +164,15 @@ def paper_columns_of(record: ResultRecord) -> list[str]:
         elif record.task in ("linear", "attentive"):
             return [f"{ds}_cls_{record.task}"]
     return []
+
+
+def estimate_for_column(record: ResultRecord, column: str) -> Estimate | None:
+    """``metric_for_column`` with the record's interval where the column is its primary metric."""
+    value = metric_for_column(record, column)
+    if value is None:
+        return None
+    primary = record.task != "segmentation" or record.metric.lower() == column.rsplit("_", 1)[-1]
+    return estimate_of(record) if primary else Estimate(value)
 
 
 def metric_for_column(record: ResultRecord, column: str) -> float | None:
@@ -233,15 +254,15 @@ def parse_paper_names(pairs: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def run_paper_values(records: Iterable[ResultRecord], mapping: PaperMapping) -> dict[str, dict[str, float]]:
-    """This run's numbers in paper layout: paper key -> paper column -> value.
+def run_paper_values(records: Iterable[ResultRecord], mapping: PaperMapping) -> dict[str, dict[str, Estimate]]:
+    """This run's numbers in paper layout: paper key -> paper column -> estimate (value and interval).
 
     When both encoded taps ran, the first of ``ENCODED_FEATURES`` (mean, the paper script's default) fills the
-    encoded column.
+    encoded column. Controls are never a paper encoder.
     """
-    records = list(records)
+    records = [r for r in records if not is_control(r)]
     ids = mapping.encoders(records)
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Estimate]] = {}
     chosen_rank: dict[tuple[str, str], int] = {}
     for r in records:
         key = ids.get(r.encoder)
@@ -249,7 +270,7 @@ def run_paper_values(records: Iterable[ResultRecord], mapping: PaperMapping) -> 
             continue
         for col in paper_columns_of(r):
             rank = ENCODED_FEATURES.index(r.feature) if r.feature in ENCODED_FEATURES else 0
-            value = metric_for_column(r, col)
+            value = estimate_for_column(r, col)
             if value is None or chosen_rank.get((key, col), 99) <= rank:
                 continue
             chosen_rank[(key, col)] = rank
@@ -257,6 +278,6 @@ def run_paper_values(records: Iterable[ResultRecord], mapping: PaperMapping) -> 
     return out
 
 
-def used_paper_setup(values: Mapping[str, Mapping[str, float]]) -> bool:
+def used_paper_setup(values: Mapping[str, Mapping[str, object]]) -> bool:
     """True when the run has at least one paper column for at least two paper encoders."""
     return sum(1 for cols in values.values() if cols) >= 2

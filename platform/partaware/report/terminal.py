@@ -9,7 +9,14 @@ from rich.text import Text
 from partaware.report.build import ReportData
 from partaware.report.layout import Heading, Image, Para, Pre, TableBlock, report_blocks
 
-_STYLE = {"best": "bold", "holds": "bold green", "fails": "bold red"}
+_STYLE = {
+    "best": "bold",
+    "holds": "bold green",
+    "fails": "bold red",
+    "inconclusive": "yellow",
+    "partial": "bold",
+    "decided": "bold",
+}
 #: provenance blocks that are long in a terminal; the files hold them in full
 _SKIP_PRE = {"spec"}
 

@@ -1,6 +1,6 @@
 """Reading run folders: list runs, show one, find one to resume, stop a local one.
 
-The driver (``partaware.driver``) writes ``<root>/runs/<run-id>/``; everything here only reads it
+The driver (``partaware.runs.driver``) writes ``<root>/runs/<run-id>/``; everything here only reads it
 (``request_stop`` signals the driver process, which records the interruption itself). This is what
 ``partctl runs``, ``status``, ``logs`` and ``stop`` use for runs on the embedded cluster.
 """
@@ -12,8 +12,8 @@ import signal
 import socket
 from typing import Any
 
-from partaware.driver import FAILED, INTERRUPTED, RUNNING
 from partaware.errors import UnknownNameError
+from partaware.runs.driver import FAILED, INTERRUPTED, RUNNING
 from partaware.spec import JobSpec, dump_spec
 from partaware.storage import StorageRoot
 

@@ -2,14 +2,16 @@
 
 A run gets an id and a folder ``<root>/runs/<run-id>/`` holding the resolved spec (``spec.yaml``),
 its state (``state.json``: running | succeeded | failed | interrupted), one record per finished stage
-(``stages/<name>.json``), a log (``driver.log``) and, at the end, ``summary.json``; ``_SUCCESS`` is
-written last. Stages are plain functions of a ``RunContext`` returning a ``StageResult``; they live in
-``partaware.stages`` (``STAGES``, in order) and skip work whose output already exists under the storage
-root. The driver adds run-level resume: running an existing run id again restores the stages that
-finished in an earlier attempt from their records instead of calling them.
+(``stages/<name>.json``, a typed ``StageRecord``), a log (``driver.log``) and, at the end,
+``summary.json``; ``_SUCCESS`` is written last. Stages are plain functions of a ``RunContext``
+returning a ``StageRecord``; they live in ``partaware.runs.stages`` (``STAGES``, in order), read what
+earlier stages produced from their records in storage (``ctx.input(ExtractOutput)``), and skip work
+whose output already exists under the storage root. The driver adds run-level resume: running an
+existing run id again restores the stages that finished in an earlier attempt from their records
+instead of calling them.
 
-The driver knows nothing of Ray: the caller (the CLI) starts or attaches to a cluster first and
-passes its address for the record.
+The driver knows nothing of Ray: the caller starts or attaches to a cluster first
+(``partaware.runs.cluster.ray_session``) and passes its address for the record.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from partaware.errors import SpecError
+from partaware.runs.records import Output, StageRecord, read_output, read_record, write_record
 from partaware.spec import JobSpec, dump_spec
 from partaware.storage import StorageRoot
 
@@ -33,27 +36,30 @@ TERMINAL_STATES = (SUCCEEDED, FAILED, INTERRUPTED)
 
 
 @dataclass
-class StageResult:
-    name: str
-    status: str  # "ran" | "cached" (output existed, nothing done)
-    seconds: float
-    detail: str = ""
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class RunContext:
     spec: JobSpec
     root: StorageRoot
     run_id: str
     progress: ProgressFactory | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)  # what earlier stages produced, by stage name
     ray_address: str | None = None  # the cluster the stages run on (None: no Ray started by the caller)
     log: Callable[[str], None] | None = None  # one line into the run's driver.log (and the caller's view)
 
     @property
     def run_root(self) -> StorageRoot:
         return self.root.sub("runs", self.run_id)
+
+    def encoders(self) -> list[str]:
+        """Every encoder the job extracts and probes: the spec's, then its random-initialisation controls
+        (registered here, in the process that runs the stages)."""
+        from partaware.encoders.controls import register_controls
+
+        if self.spec.controls:
+            register_controls(self.spec.resolved_encoders())
+        return self.spec.job_encoders()
+
+    def input(self, model: type[Output]) -> Output:
+        """What an earlier stage of this run produced, read back from its record in storage."""
+        return read_output(self.run_root, model)
 
     def note(self, message: str) -> None:
         """A line in the run's log: what a stage decided (cached, skipped, retried) and why."""
@@ -101,23 +107,33 @@ def _write_state(ctx: RunContext, state: str, **extra: Any) -> None:
     ctx.run_root.write_json(record, "state.json")
 
 
-def _restored(run_root: StorageRoot, name: str) -> StageResult | None:
+def _restored(run_root: StorageRoot, name: str) -> StageRecord | None:
     """The record of a stage that finished in an earlier attempt of this run, as a cached result."""
-    if not run_root.exists("stages", f"{name}.json"):
+    record = read_record(run_root, name)
+    if record is None:
         return None
-    record = run_root.read_json("stages", f"{name}.json")
-    detail = f"finished in an earlier attempt ({record['status']}, {record['seconds']:.1f}s)"
-    return StageResult(name, "cached", 0.0, detail, record.get("outputs", {}))
+    detail = f"finished in an earlier attempt ({record.status}, {record.seconds:.1f}s)"
+    return record.model_copy(update={"status": "cached", "seconds": 0.0, "detail": detail})
 
 
-def report_uri(results: list[StageResult]) -> str | None:
-    """Where the run's report is: an output named ``report``, else the ``report`` stage's html or md file."""
+def report_uri(results: list[StageRecord]) -> str | None:
+    """Where the run's report is: the ``report`` stage's html (else md) file."""
     for r in reversed(results):
-        keys = ("report", "html", "md") if r.name == "report" else ("report",)
-        for key in keys:
-            if isinstance(r.outputs.get(key), str):
-                return r.outputs[key]
+        if r.name == "report":
+            files = r.outputs.get("files", {})
+            return files.get("html") or files.get("md")
     return None
+
+
+def _write_cluster_resources(run_root: StorageRoot, ray_address: str | None) -> None:
+    """``ray_resources.json``: what the cluster offered when the run (re)started, for the report's provenance."""
+    if not ray_address:
+        return
+    import ray
+
+    if ray.is_initialized():
+        resources = {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
+        run_root.write_json({"address": ray_address, "resources": resources}, "ray_resources.json")
 
 
 def run_job(
@@ -125,23 +141,23 @@ def run_job(
     *,
     storage: str | None = None,
     progress: ProgressFactory | None = None,
-    on_stage: Callable[[StageResult], None] | None = None,
+    on_stage: Callable[[StageRecord], None] | None = None,
     on_start: Callable[[str], None] | None = None,
     run_id: str | None = None,
     ray_address: str | None = None,
     echo: Callable[[str], None] | None = None,
-) -> tuple[str, list[StageResult]]:
+) -> tuple[str, list[StageRecord]]:
     """Run every stage; returns the run id and the stage results. The run folder records it all.
 
     With ``run_id`` of an existing run the run is resumed: it must have been started with the same
     resolved spec, and its finished stages are restored from their records, not run again. Any
     exception (Ctrl-C included) marks the run ``failed`` or ``interrupted`` and is re-raised.
     """
-    from partaware.stages import STAGES
+    from partaware.runs.stages import STAGES
 
     root = StorageRoot.open(storage or spec.storage)
-    ctx = RunContext(spec=spec, root=root, run_id=run_id or new_run_id(spec), progress=progress)
-    ctx.ray_address = ray_address
+    ctx = RunContext(spec=spec, root=root, run_id=run_id or new_run_id(spec), progress=progress,
+                     ray_address=ray_address)  # fmt: skip
     run_root, spec_text = ctx.run_root, dump_spec(spec)
     resuming = run_root.exists("spec.yaml")
     if resuming and run_root.read_bytes("spec.yaml").decode() != spec_text:
@@ -152,7 +168,8 @@ def run_job(
     started = time.time()
     _write_state(ctx, RUNNING, started=started, finished=None, error=None, stage=None)
     ctx.log(f"{'resumed' if resuming else 'started'} run {ctx.run_id} on {ray_address or 'no cluster'}")
-    results: list[StageResult] = []
+    _write_cluster_resources(run_root, ray_address)
+    results: list[StageRecord] = []
     try:
         for name, stage in STAGES:
             result = _restored(run_root, name) if resuming else None
@@ -161,8 +178,7 @@ def run_job(
                 if on_start:
                     on_start(name)
                 result = stage(ctx)
-                run_root.write_json(asdict(result), "stages", f"{name}.json")
-            ctx.outputs[name] = result.outputs
+                write_record(run_root, result)
             results.append(result)
             ctx.log(f"stage {name}: {result.status} in {result.seconds:.1f}s {result.detail}".rstrip())
             if on_stage:
@@ -183,7 +199,7 @@ def run_job(
         "finished": finished,
         "seconds": finished - started,
         "report": report_uri(results),
-        "stages": [asdict(r) for r in results],
+        "stages": [r.model_dump(mode="json") for r in results],
     }
     run_root.write_json(summary, "summary.json")
     _write_state(ctx, SUCCEEDED, finished=finished, stage=None, report=summary["report"])

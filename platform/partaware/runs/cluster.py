@@ -112,7 +112,7 @@ def _check_gcs(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 def package_dir() -> Path:
     """The ``partaware`` package folder, shipped to the cluster with every job."""
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parents[1]
 
 
 def job_runtime_env(spec_dir: Path) -> dict[str, Any]:

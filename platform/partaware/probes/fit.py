@@ -16,10 +16,11 @@ import torch
 
 from partaware.probes.attentive import train_attentive_probe
 from partaware.probes.errors import ProbeInputError
-from partaware.probes.knn import knn_top1
+from partaware.probes.knn import knn_predict
 from partaware.probes.linear import linear_input, train_linear_probe
 from partaware.probes.metrics import IGNORE_INDEX
-from partaware.probes.segmentation import train_segmentation_probe
+from partaware.probes.segmentation import block_maps, train_segmentation_probe, upsampled_logits
+from partaware.probes.training import TrainConfig, as_tensor, predict_logits
 
 #: The searched tasks and the metric each one selects on (a fraction; records store percent).
 PRIMARY_METRIC = {"linear": "top1", "attentive": "top1", "knn": "top1", "segmentation": "miou"}
@@ -80,36 +81,72 @@ def fit_and_score(
 ) -> dict[str, float]:
     """Train ``task``'s head on ``train`` with ``config`` and return its metrics on ``evaluation``
     (fractions: ``top1``, or ``miou``/``macc``/``aacc``); ``on_epoch`` sees every epoch's metrics."""
+    return fit_and_predict(task, train, evaluation, config, num_classes=num_classes, on_epoch=on_epoch)[0]
+
+
+def fit_and_predict(
+    task: str,
+    train: tuple[Any, Any],
+    evaluation: tuple[Any, Any],
+    config: Mapping[str, Any],
+    *,
+    num_classes: int,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    items: bool = False,
+) -> tuple[dict[str, float], Any]:
+    """``fit_and_score`` plus, with ``items``, the per-item outcomes on ``evaluation`` that an interval is
+    bootstrapped from: a (N,) 0/1 correctness array for classification, or per-image class counts
+    ``{"inter", "gt", "pred"}`` (each (N, K)) for segmentation."""
     (x, y), (xe, ye) = train, evaluation
-    if task == "linear":
-        return train_linear_probe(
-            x, y, num_classes=num_classes, config=config, x_eval=xe, y_eval=ye, on_epoch=on_epoch
-        ).metrics
-    if task == "attentive":
-        return train_attentive_probe(
-            x, y, num_classes=num_classes, config=config, tokens_eval=xe, y_eval=ye, on_epoch=on_epoch
-        ).metrics
+    if task in ("linear", "attentive"):
+        train_fn, inputs = (
+            (train_linear_probe, lambda t: linear_input(t, config.get("feature", "cls")))
+            if task == "linear" else (train_attentive_probe, lambda t: as_tensor(t, dtype=torch.float32))
+        )  # fmt: skip
+        eval_key = "x_eval" if task == "linear" else "tokens_eval"
+        result = train_fn(x, y, num_classes=num_classes, config=config, y_eval=ye, on_epoch=on_epoch, **{eval_key: xe})
+        if not items:
+            return result.metrics, None
+        cfg = TrainConfig.from_mapping(config, head_keys=("feature", "num_heads", "eval_batch_stats"))
+        logits = predict_logits(result.model, inputs(xe), batch_size=cfg.eval_batch_size, device=cfg.torch_device())
+        return result.metrics, (logits.argmax(1).numpy() == np.asarray(ye)).astype(np.float64)
     if task == "segmentation":
-        return train_segmentation_probe(
+        result = train_segmentation_probe(
             x, y, num_classes=num_classes, config=config, maps_eval=xe, labels_eval=ye, on_epoch=on_epoch
-        ).metrics
+        )
+        return result.metrics, (segmentation_counts(result.model, xe, ye, num_classes) if items else None)
     if task == "knn":
         unknown = set(config) - set(KNN_KEYS) - {"seed", "device"}
         if unknown:
             raise ProbeInputError(f"unknown k-NN setting(s) {sorted(unknown)}. Valid: {', '.join(KNN_KEYS)}")
         feature = config.get("feature", "cls")
-        top1 = knn_top1(
-            linear_input(x, feature),
-            y,
-            linear_input(xe, feature),
-            ye,
-            k=int(config.get("k", 20)),
-            temperature=float(config.get("temperature", 0.07)),
-            num_classes=num_classes,
-            device=config.get("device"),
-        )
-        metrics = {"epoch": 1.0, "top1": top1}
+        pred = knn_predict(
+            linear_input(x, feature), y, linear_input(xe, feature), k=int(config.get("k", 20)),
+            temperature=float(config.get("temperature", 0.07)), num_classes=num_classes, device=config.get("device"),
+        )  # fmt: skip
+        correct = (pred.numpy() == np.asarray(ye)).astype(np.float64)
+        metrics = {"epoch": 1.0, "top1": float(correct.mean()) if correct.size else float("nan")}
         if on_epoch is not None:
             on_epoch(1, metrics)
-        return metrics
+        return metrics, (correct if items else None)
     raise ProbeInputError(f"unknown probe task {task!r}. Valid: {', '.join(sorted(PRIMARY_METRIC))}")
+
+
+@torch.no_grad()
+def segmentation_counts(model, maps, labels, num_classes: int, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Per image and class: intersection, ground-truth and predicted pixel counts (ignore index skipped), so an
+    interval over images can re-sum them into mIoU."""
+    x = block_maps(maps)
+    y = as_tensor(labels).long()
+    model.eval()
+    out = {k: np.zeros((x.shape[0], num_classes), dtype=np.int64) for k in ("inter", "gt", "pred")}
+    for lo in range(0, x.shape[0], batch_size):
+        yb = y[lo : lo + batch_size]
+        pred = upsampled_logits(model(x[lo : lo + batch_size]), yb.shape[-2:]).argmax(1)
+        for i in range(yb.shape[0]):
+            keep = yb[i] != IGNORE_INDEX
+            t, p = yb[i][keep], pred[i][keep]
+            out["gt"][lo + i] = torch.bincount(t, minlength=num_classes).numpy()
+            out["pred"][lo + i] = torch.bincount(p, minlength=num_classes).numpy()
+            out["inter"][lo + i] = torch.bincount(t[t == p], minlength=num_classes).numpy()
+    return out

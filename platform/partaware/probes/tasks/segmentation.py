@@ -1,0 +1,36 @@
+"""Linear semantic segmentation, protocol §3.5: patch tokens of blocks 4, 6, 8 and 12 (no final norm),
+resized and concatenated, one 1x1 conv, cross-entropy with ignore index 255; mIoU, mAcc, aAcc.
+
+``fast`` protocol (this platform's job default): the head is trained on the cached maps of each
+dataset image (resized to the encoder's input), no augmentation. The blocks scale with the encoder's
+depth (a 6-block lab encoder uses 2, 3, 4, 6).
+"""
+
+from __future__ import annotations
+
+from partaware.probes.task import TRAIN_PARAMS, ProbeTask, register_task
+
+#: The paper's blocks for a 12-block ViT (1-based).
+PAPER_BLOCKS = (4, 6, 8, 12)
+
+
+def segmentation_blocks(depth: int) -> tuple[int, ...]:
+    """Blocks at the paper's relative depths (1/3, 1/2, 2/3, 1) of an encoder with ``depth`` blocks."""
+    return tuple(sorted({max(1, round(b * depth / 12)) for b in PAPER_BLOCKS}))
+
+
+class SegmentationTask(ProbeTask):
+    def features(self, encoder, variant=None):
+        return ("maps",)
+
+    def taps(self, encoder, depth, variant=None):
+        return tuple(f"patch:{b}" for b in segmentation_blocks(depth))
+
+
+SEGMENTATION = register_task(SegmentationTask(
+    name="segmentation", summary="1x1 conv on concatenated block 4/6/8/12 patch maps (protocol 3.5, fast)",
+    needs="label_maps", metric="miou", report_metrics=("miou", "macc", "aacc"), tuned=True, split_rule="held_out",
+    protocol_version="1", paper="Table 2 (ADE20K), Table 4 (part segmentation), Figure 6 (object vs part)",
+    search_params=TRAIN_PARAMS,
+    search_defaults={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+))  # fmt: skip

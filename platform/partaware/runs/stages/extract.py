@@ -1,0 +1,45 @@
+"""``extract``: every (dataset, encoder) pair of the spec, each a cached feature set.
+
+The taps come from the probe tasks of the job (``ProbeTask.taps``): every task says which features it
+reads, so the large per-block patch maps are extracted only when a task needs them.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+from partaware.runs.driver import RunContext
+from partaware.runs.records import ExtractOutput, FeatureSetRef, PrepareOutput, StageRecord
+
+
+def run(ctx: RunContext) -> StageRecord:
+    """Extract features for every dataset x encoder of the spec (each a no-op when its key is complete)."""
+    from partaware.extract.pipeline import extract_features, resolve_spec
+    from partaware.probes.tasks import get_task, job_taps
+
+    start, ran, out = time.perf_counter(), False, ExtractOutput()
+    prepared, res = ctx.input(PrepareOutput), ctx.spec.resources
+    for ref in ctx.spec.datasets:
+        by_kind: dict[str, list[str]] = {}  # one feature set per kind of rows, with only the taps its tasks read
+        for task in ctx.spec.tasks_of(ref):
+            by_kind.setdefault(get_task(task).needs, []).append(task)
+        for name in ctx.encoders():
+            spec = resolve_spec(name)
+            for kind, tasks in sorted(by_kind.items()):
+                taps = job_taps(spec, tasks, ctx.spec.variants)
+                bar = ctx.progress(f"extract {name} on {ref.name} ({kind})") if ctx.progress else nullcontext(None)
+                with bar as update:
+                    r = extract_features(
+                        ctx.root, ref.name, spec, dataset_version=prepared.version(ref.name), taps=taps,
+                        kinds=[kind], seed=ctx.spec.seed, batch_size=res.extract_batch_size,
+                        min_actors=res.min_actors, max_actors=res.max_actors, cpus_per_actor=res.cpus_per_actor,
+                        use_gpu=True if res.gpus_per_actor > 0 else None, progress=update,
+                    )  # fmt: skip
+                ran |= r.status == "ran"
+                out.feature_sets.append(FeatureSetRef(
+                    dataset=ref.name, encoder=name, key=r.key, dataset_version=r.dataset_version, status=r.status,
+                    rows=r.rows, errors=r.errors, taps=taps, kind=kind, device=r.device,
+                ))  # fmt: skip
+    detail = ", ".join(f"{f.encoder}/{f.dataset}/{f.kind} {f.status} ({f.rows} rows)" for f in out.feature_sets)
+    return StageRecord.of(out, "ran" if ran else "cached", time.perf_counter() - start, detail)

@@ -1,0 +1,33 @@
+"""``pretrain``: the job's lab encoders (``lab/<objective>``) trained on its first dataset, unless cached."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+from partaware.runs.driver import RunContext
+from partaware.runs.records import PrepareOutput, PretrainOutput, StageRecord
+
+
+def run(ctx: RunContext) -> StageRecord:
+    start = time.perf_counter()
+    objectives = [name.split("/", 1)[1] for name in ctx.spec.resolved_encoders() if name.startswith("lab/")]
+    if not objectives:
+        return StageRecord.of(PretrainOutput(), "skipped", 0.0, "no lab encoders in this job")
+    from partaware.lab.ray_train import pretrain
+
+    dataset = ctx.spec.datasets[0].name
+    version = ctx.input(PrepareOutput).version(dataset)
+    bar = ctx.progress(f"pretrain {len(objectives)} lab encoders") if ctx.progress else nullcontext(None)
+    with bar as update:
+
+        def on_progress(states: dict) -> None:
+            if update:
+                update(sum(s["step"] for s in states.values()), sum(s["total"] for s in states.values()))
+
+        infos = pretrain(ctx.root, objectives, dataset=dataset, dataset_version=version, seed=ctx.spec.seed,
+                         progress=on_progress)  # fmt: skip
+    trained = [o for o, info in infos.items() if not info.get("cached")]
+    detail = f"trained {', '.join(trained)}" if trained else f"all {len(infos)} cached"
+    status = "ran" if trained else "cached"
+    return StageRecord.of(PretrainOutput(lab=infos), status, time.perf_counter() - start, detail)

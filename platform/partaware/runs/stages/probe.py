@@ -1,0 +1,189 @@
+"""``probe``: one honest search per (dataset, encoder, level, task, feature), as result records.
+
+What runs comes from the spec's plan (``JobSpec.plan``: dataset x level x task) and the task registry
+(``ProbeTask.features``: which features of an encoder each task scores). Inputs are read from storage:
+the dataset manifest (labels, splits, levels) and the feature sets the extract stage recorded. How data
+is split is the task's rule and the dataset's declaration: ``held_out`` tasks select on data carved from
+train (or the dataset's own val split when val is not the held-out one) and score the dataset's
+held-out split once; retrieval scores the dataset's gallery splits. Every record is also cached under
+``<root>/probes/<probe-key>.json``, keyed by the feature key, the task's protocol version and
+everything that shapes the search, so a rerun re-probes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from partaware import __version__
+from partaware.results import ResultRecord, write_results
+from partaware.runs.driver import RunContext
+from partaware.runs.records import ExtractOutput, FeatureSetRef, ProbeOutput, StageRecord
+
+PROBE_CACHE_VERSION = "2"
+PROBES = "probes"
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """One search to run: which task on which feature of which encoder's features at which level."""
+
+    dataset: str
+    encoder: str
+    level: str
+    task: str
+    feature: str
+
+
+class NothingToProbe(Exception):
+    """The plan's rows or splits are empty in this dataset version (named in the stage's detail)."""
+
+
+def probe_key(feature_key: str, plan: ProbePlan, protocol_version: str, search_identity: dict[str, Any]) -> str:
+    blob = json.dumps(
+        {"v": PROBE_CACHE_VERSION, "features": feature_key, "level": plan.level, "task": plan.task,
+         "feature": plan.feature, "task_version": protocol_version, **search_identity}, sort_keys=True, default=str,
+    )  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def plan_job(ctx: RunContext, extracted: ExtractOutput) -> list[tuple[ProbePlan, FeatureSetRef]]:
+    """Every search of the job, grouped by encoder and feature set so each feature set is read once."""
+    from partaware.extract.pipeline import resolve_spec
+    from partaware.probes.tasks import get_task
+
+    spec, plans = ctx.spec, []
+    for ref in spec.datasets:
+        for encoder in ctx.encoders():
+            for dataset, level, task in spec.plan():
+                if dataset != ref.name:
+                    continue
+                features = extracted.find(ref.name, encoder, get_task(task).needs)
+                for feature in get_task(task).features(resolve_spec(encoder), spec.variants.get(task)):
+                    plans.append((ProbePlan(dataset, encoder, level, task, feature), features))
+    return sorted(plans, key=lambda p: (p[0].dataset, p[0].encoder, p[1].kind))  # stable: same order per set
+
+
+def run(ctx: RunContext) -> StageRecord:
+    """Probe every planned (dataset, encoder, level, task, feature); write ``results.parquet``."""
+    from partaware.probes.tasks import get_task
+
+    spec, start = ctx.spec, time.perf_counter()
+    search_identity = {
+        "search": {k: {n: d.model_dump() for n, d in v.items()} for k, v in spec.search.items()},
+        "settings": spec.search_settings.model_dump(), "seed": spec.seed, "seeds": spec.seeds,
+    }  # fmt: skip
+    plans = plan_job(ctx, ctx.input(ExtractOutput))
+    out, records, empty = ProbeOutput(), [], []
+    bar = ctx.progress("probe") if ctx.progress else nullcontext(None)
+    loaded: dict[Any, Any] = {}  # one manifest per dataset, the current encoder's features
+    with bar as update:
+        for done, (plan, features) in enumerate(plans, start=1):
+            key = probe_key(features.key, plan, get_task(plan.task).protocol_version, search_identity)
+            cache = (PROBES, f"{key}.json")
+            if ctx.root.exists(*cache):
+                records.append(ResultRecord.model_validate({**ctx.root.read_json(*cache), "run_id": ctx.run_id}))
+                out.cached += 1
+            else:
+                try:
+                    record = _run_one(ctx, plan, features, loaded)
+                except NothingToProbe as e:
+                    empty.append(f"{plan.encoder}/{plan.dataset}/{plan.level}/{plan.task}: {e}")
+                    continue
+                ctx.root.write_json(record.model_dump(mode="json"), *cache)
+                records.append(record)
+                out.searched += 1
+            out.probe_keys.append(key)
+            if update:
+                update(done, len(plans))
+    if empty:  # validation said these can run: an empty selection is a data problem, never a silent skip
+        from partaware.errors import PartawareError
+
+        raise PartawareError("nothing to probe for " + "; ".join(empty))
+    write_results(ctx.run_root, records)
+    out.results = len(records)
+    detail = f"{len(records)} results ({out.searched} searched, {out.cached} cached)"
+    return StageRecord.of(out, "ran" if out.searched else "cached", time.perf_counter() - start, detail)
+
+
+def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict):
+    """(prepared dataset, feature set, features by probe split, labels by probe split, roles, classes)."""
+    from partaware.datasets import DATASETS
+    from partaware.datasets.store import open_prepared
+    from partaware.extract.features import read_features
+    from partaware.probes.inputs import labelled_rows, role_splits, split_arrays
+    from partaware.probes.tasks import get_task
+
+    task, entry = get_task(plan.task), DATASETS.get(plan.dataset)
+    if ("manifest", plan.dataset) not in loaded:
+        prepared = open_prepared(ctx.root, plan.dataset, features.dataset_version)
+        loaded["manifest", plan.dataset] = (prepared, prepared.manifest())
+    prepared, manifest = loaded["manifest", plan.dataset]
+    if loaded.get("features", (None,))[0] != features.key:  # plans come grouped by encoder: read each set once
+        loaded["features"] = (features.key, read_features(ctx.root, features.key))
+    fs = loaded["features"][1]
+    present = sorted(set(manifest.column("split").to_pylist()))
+    roles = role_splits(task.split_rule, entry.held_out, present, entry.gallery)
+    if task.needs == "label_maps":
+        from partaware.probes.label_maps import segmentation_arrays
+        from partaware.probes.tasks.segmentation import SEGMENTATION
+
+        depth = max(int(t[6:]) for t in fs.features if t.startswith("patch:"))
+        taps = list(SEGMENTATION.taps(None, depth))
+        feats, labels, classes = segmentation_arrays(prepared, manifest, fs, level=plan.level, taps=taps, splits=roles)
+        return prepared, fs, feats, labels, roles, classes
+    rows = labelled_rows(manifest, plan.level)
+    if not rows:
+        raise NothingToProbe(f"no labelled {plan.level} regions in {plan.dataset} {features.dataset_version}")
+    depth_tap = max((t for t in fs.features if t.startswith("patch:")), key=lambda t: int(t[6:]), default=None)
+    feats, labels = split_arrays(fs, rows, plan.feature, roles, depth_tap)
+    return prepared, fs, feats, labels, roles, None
+
+
+def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict) -> ResultRecord:
+    from partaware.datasets.convert import class_list_of
+    from partaware.extract.pipeline import resolve_spec
+    from partaware.probes.tasks import get_task
+    from partaware.tune import run_probe_search
+
+    spec, task = ctx.spec, get_task(plan.task)
+    prepared, fs, feats, labels, roles, classes = _inputs(ctx, plan, features, loaded)
+    missing = [r for r in roles if task.split_rule == "held_out" and r in ("train", "test") and r not in feats]
+    if missing or not feats:
+        raise NothingToProbe(f"no {', '.join(missing) or 'gallery'} items (splits {roles})")
+    encoder = resolve_spec(plan.encoder)
+    name = f"{plan.encoder}-{plan.dataset}-{plan.level}-{plan.task}-{plan.feature}".replace("/", "_")
+    outcome = run_probe_search(
+        plan.task, feats, labels, space=spec.search.get(plan.task) or task.search_defaults,
+        settings=spec.search_settings, seed=spec.seed, seeds=spec.seeds, storage_path=ctx.run_root.uri_of("tune"),
+        name=name, resources=spec.resources, fixed={"feature": plan.feature} if plan.task == "retrieval" else None,
+        num_classes=classes,
+    )  # fmt: skip
+    outcome.protocol.update(
+        task_version=task.protocol_version, input=plan.feature, split_rule=task.split_rule,
+        scored_split=roles.get("test") or roles.get("gallery"), selection_split=roles.get("val", "carved from train"),
+    )  # fmt: skip
+    if task.split_rule == "gallery":
+        outcome.protocol["gallery"] = f"every item of split(s) {roles['gallery']}"
+    names = class_list_of(prepared.info, plan.level)
+    if names:  # which class list named the labels (and its digest): results on two lists never mix
+        outcome.protocol["class_list"] = {k: names.get(k) for k in ("name", "sha256", "named", "version")}
+    return outcome.to_record(
+        run_id=ctx.run_id, encoder=plan.encoder, family=encoder.family, zoo=encoder.zoo, dataset=plan.dataset,
+        dataset_version=prepared.version, level=plan.level, feature=plan.feature,
+        weights_digest=fs.info.get("weights_digest", ""), feature_key=features.key,
+        random_weights=encoder.weights.kind == "random", control=encoder.family == "control",
+        control_of=encoder.arch if encoder.family == "control" else "", versions=_versions(),
+    )  # fmt: skip
+
+
+def _versions() -> dict[str, str]:
+    import ray
+    import timm
+    import torch
+
+    return {"partaware": __version__, "torch": torch.__version__, "timm": timm.__version__, "ray": ray.__version__}
