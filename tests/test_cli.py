@@ -17,21 +17,21 @@ def test_help_lists_the_commands(partctl):
 
 def test_data_prepare_synthetic_writes_images_and_manifest(partctl, tmp_path):
     store = tmp_path / "store"
-    out = partctl("data", "prepare", "synthetic", "--size", "16", "--image-size", "64", "--storage", str(store))
+    out = partctl("datasets", "prepare", "synthetic", "--size", "16", "--image-size", "64", "--storage", str(store))
     assert out.returncode == 0, out.stderr
     assert "prepared: version" in out.stderr
     (version,) = [p for p in (store / "datasets" / "synthetic").iterdir() if not p.name.startswith(("_", "."))]
     assert (version / "_SUCCESS").exists()
     assert len(list((version / "images").glob("*.jpg"))) == 16
     assert pq.read_table(version / "manifest.parquet", use_threads=False).num_rows > 16
-    again = partctl("data", "prepare", "synthetic", "--size", "16", "--image-size", "64", "--storage", str(store))
+    again = partctl("datasets", "prepare", "synthetic", "--size", "16", "--image-size", "64", "--storage", str(store))
     assert again.returncode == 0 and "already prepared" in again.stderr
     listed = partctl("datasets", "list", "--storage", str(store))
     assert version.name in listed.stdout + listed.stderr
 
 
 def test_unknown_dataset_lists_valid_ones(partctl, tmp_path):
-    out = partctl("data", "prepare", "synthtic", "--storage", str(tmp_path))
+    out = partctl("datasets", "prepare", "synthtic", "--storage", str(tmp_path))
     assert out.returncode == 2
     assert "unknown dataset 'synthtic'. Did you mean 'synthetic'? Valid: " in out.stderr
     assert "cub, " in out.stderr and ", synthetic" in out.stderr  # every registered dataset is listed

@@ -37,7 +37,7 @@ def test_extract_then_features_list_shows_the_cached_set(ray_local, store, partc
     out = partctl("features", "list", "--storage", store.uri, env=WIDE)
     assert out.returncode == 0, out.stderr
     rows = str(sum(i >= 0 for i in prepared.manifest().column("label_id").to_pylist()))
-    line = next(line for line in out.stderr.splitlines() if TINY.name in line)  # rich prints to stderr
+    line = next(line for line in out.stdout.splitlines() if TINY.name in line)  # tables go to stdout
     assert f"synthetic@{prepared.version}" in line and "cls,patch:2" in line and f" {rows} " in line
 
 

@@ -1,4 +1,5 @@
-"""Extraction on a real local Ray: local and s3:// roots, cache hits, bad input, a killed actor, a killed driver.
+"""Extraction on a real local Ray: local and s3:// roots, cache hits, bad input (a killed actor and a killed
+driver: tests/faults/test_faults_kills.py).
 
 Encoders are real timm ViTs with explicitly random weights at small input sizes (no downloads). The
 reference features are computed in this process with PIL + numpy + the same encoder, independently of
@@ -8,14 +9,7 @@ thread count change float summation order); fp16 patch maps within fp16 rounding
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,9 +24,7 @@ from partaware.encoders.loading import load_encoder
 from partaware.extract.features import (
     FEATURES,
     ExtractionError,
-    completed_shards,
     list_features,
-    part_name,
     read_features,
 )
 from partaware.extract.pipeline import extract_features
@@ -40,28 +32,16 @@ from partaware.storage import StorageRoot
 
 pytestmark = pytest.mark.ray
 
-# slower (ViT-S at 128 px) so a run lasts long enough to be interrupted part-way
-SLOW = EncoderSpec(
-    name="test/vit_small_rand_128",
-    family="supervised",
-    zoo="test",
-    arch="vit_small_patch16_224",
-    arch_kwargs={"img_size": 128},
-    input_size=128,
-    weights=WeightsSource(kind="random"),
-)
 SYNTH = {"size": 24, "image_size": 64}
 TAPS = ["cls", "mean", "patch:4"]
-PLATFORM = str(Path(__file__).resolve().parents[1] / "platform")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _register_test_encoders():
     from partaware.encoders.registry import ENCODERS, register_encoder
 
-    for spec in (TINY, SLOW):
-        if spec.name not in ENCODERS:
-            register_encoder(spec)
+    if TINY.name not in ENCODERS:
+        register_encoder(TINY)
 
 
 def region_rows(prepared) -> list[dict]:
@@ -186,125 +166,6 @@ def test_bad_regions_go_to_the_errors_table_and_the_rate_threshold_decides(ray_l
     assert "undecodable image" in reasons["bad/whole"] and "images/bad.jpg" in reasons["bad/whole"]
 
 
-def _actor_pids() -> list[int]:
-    """This session's encoder actors: descendants of this process whose title names FeatureExtractor (Linux /proc)."""
-    parents: dict[int, int] = {}
-    titles: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            titles[int(entry)] = (
-                Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            )
-        except (OSError, ValueError, IndexError):
-            continue
-
-    def ours(pid: int) -> bool:
-        while pid > 1:
-            if pid == os.getpid():
-                return True
-            pid = parents.get(pid, 0)
-        return False
-
-    return [pid for pid, title in titles.items() if "FeatureExtractor" in title and ours(pid)]
-
-
-def test_killing_an_actor_mid_run_still_gives_exactly_one_row_per_region(ray_local, store):
-    prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
-    manifest_ids = [r["region_id"] for r in region_rows(prepared)]
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def chaos():
-        # wait until the pipeline has written its first shard, then SIGKILL the encoder actor
-        while not stop.is_set():
-            features = store.sub(FEATURES)
-            keys = features.listdir()
-            if keys and completed_shards(features.sub(keys[0])):
-                for pid in _actor_pids()[:1]:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                if killed:
-                    return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=chaos, daemon=True)
-    thread.start()
-    try:
-        result = extract_features(
-            store, "synthetic", SLOW, taps=["cls"], shard_regions=16, batch_size=8, min_actors=1, max_actors=1
-        )
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-    assert killed, "the chaos thread never found an actor to kill (run finished first?)"
-    assert len(result.workers) >= 2, f"a replacement actor should have finished the run: {result.workers}"
-    fs = read_features(store, result.key)
-    assert sorted(fs.region_ids) == sorted(manifest_ids) and len(fs) == len(manifest_ids)
-
-
-DRIVER = """
-import json, os, sys
-import ray
-from partaware.encoders.base import EncoderSpec
-from partaware.extract.pipeline import extract_features
-from partaware.storage import StorageRoot
-ray.init(address=os.environ["TEST_RAY_ADDRESS"], log_to_driver=False, configure_logging=False)
-spec = EncoderSpec.model_validate_json(sys.argv[2])
-extract_features(StorageRoot.open(sys.argv[1]), "synthetic", spec, taps=["cls"], shard_regions=16, batch_size=8,
-                 min_actors=1, max_actors=1)
-print("finished", flush=True)
-"""
-
-
-def test_a_killed_driver_resumes_and_computes_only_the_remainder(ray_local, store, tmp_path):
-    prepared, _ = prepare_dataset(store, "synthetic", options=SYNTH)
-    total = len(region_rows(prepared))
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER)
-    env = {**os.environ, "PYTHONPATH": PLATFORM, "TEST_RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    proc = subprocess.Popen(
-        [sys.executable, str(script), store.uri, SLOW.model_dump_json()],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 240
-    froot = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        keys = store.listdir(FEATURES)
-        if keys:
-            froot = store.sub(FEATURES, keys[0])
-            if len(completed_shards(froot)) >= 2:
-                break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"driver ended before it could be killed: {proc.communicate()[0][-2000:]!r}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert froot is not None and not froot.is_complete()
-    kept = completed_shards(froot)
-    kept_rows = sum(len(read_features_rows(froot, s)) for s in kept)
-    mtimes = {s: os.path.getmtime(froot.join(part_name(s))) for s in kept}
-    assert 0 < kept_rows < total
-
-    result = extract_features(store, "synthetic", SLOW, taps=["cls"], min_actors=1, max_actors=1)
-    assert result.status == "ran" and result.shards_kept == len(kept)
-    assert result.regions_encoded == total - kept_rows  # only the remainder was computed
-    assert {s: os.path.getmtime(froot.join(part_name(s))) for s in kept} == mtimes
-    fs = read_features(store, result.key)
-    assert sorted(fs.region_ids) == sorted(r["region_id"] for r in region_rows(prepared))
-    assert json.loads(json.dumps(result.to_dict()))["rows"] == total
-
-
-def read_features_rows(froot: StorageRoot, shard: int) -> list[str]:
-    from partaware.extract.features import read_columns
-
-    return read_columns(froot, part_name(shard), ["region_id"]).column("region_id").to_pylist()
-
-
 @pytest.mark.ray
 def test_a_cache_hit_reads_no_checkpoint_because_the_weights_digest_is_stored_beside_them(
     ray_local, store, tmp_path, monkeypatch
@@ -316,7 +177,7 @@ def test_a_cache_hit_reads_no_checkpoint_because_the_weights_digest_is_stored_be
 
     import partaware.extract.pipeline as pipeline
     from partaware.datasets import prepare_dataset
-    from partaware.encoders.base import EncoderSpec, WeightsSource
+    from partaware.encoders.base import EncoderSpec
     from partaware.encoders.digests import known_weights_digest
     from partaware.extract.pipeline import extract_features
 

@@ -8,7 +8,7 @@ import pytest
 from partaware.datasets import prepare_dataset
 from partaware.encoders.loading import load_encoder
 from partaware.errors import UnknownNameError
-from partaware.lab.ray_train import pretrain, resolve_objectives
+from partaware.lab.ray_tasks import pretrain, resolve_objectives
 from partaware.lab.zoo import lab_weights_info
 from partaware.storage import StorageRoot
 
@@ -48,8 +48,8 @@ def test_partctl_pretrain_trains_and_reports(tiny_root, partctl):
     args = ["pretrain", "--objectives", "mae", "--steps", "2", "--batch-size", "4", "--no-ray"]
     out = partctl(*args, "--storage", tiny_root.uri)
     assert out.returncode == 0, out.stderr
-    assert "lab/mae" in out.stderr and "trained" in out.stderr
+    assert "lab/mae" in out.stdout and "trained" in out.stdout  # the final table: stdout
     out = partctl(*args, "--storage", tiny_root.uri)
-    assert out.returncode == 0 and "cached" in out.stderr
+    assert out.returncode == 0 and "cached" in out.stdout
     bad = partctl("pretrain", "--objectives", "simclr")
     assert bad.returncode == 2 and "unknown lab objective 'simclr'" in bad.stderr

@@ -76,9 +76,9 @@ def test_embedded_submit_runs_to_the_end_and_a_second_submit_is_cached(tmp_path,
     assert len(run_dirs(store)) == 2  # a finished run is never resumed: a new run, whose stages are cached
 
     listed = partctl("runs", "--storage", str(store))
-    assert listed.returncode == 0 and all(r.name in listed.stderr for r in run_dirs(store)), listed.stderr
+    assert listed.returncode == 0 and all(r.name in listed.stdout for r in run_dirs(store)), listed.stderr
     status = partctl("status", run.name, "--storage", str(store))
-    assert status.returncode == 0 and f"{run.name}: succeeded" in status.stderr
+    assert status.returncode == 0 and f"{run.name}: succeeded" in status.stdout
     logs = partctl("logs", run.name, "--storage", str(store))
     assert logs.returncode == 0 and "stage prepare: ran" in logs.stdout
     followed = partctl("logs", run.name, "--follow", "--storage", str(store), timeout=60)

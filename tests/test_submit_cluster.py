@@ -112,9 +112,12 @@ def test_a_job_submitted_over_http_runs_and_is_followed_to_the_end(ray_head, tmp
     assert f"job {job_id}: SUCCEEDED" in followed.stderr
 
     status = partctl("status", job_id, "--address", ray_head)
-    assert status.returncode == 0 and f"{job_id}: SUCCEEDED" in status.stderr
+    assert status.returncode == 0 and f"{job_id}: SUCCEEDED" in status.stdout
     listed = partctl("status", "--address", ray_head)
-    assert listed.returncode == 0 and job_id in listed.stderr
+    assert listed.returncode == 0 and job_id in listed.stdout
+    one = json.loads(partctl("status", job_id, "--json", "--address", ray_head).stdout)
+    assert one["job_id"] == job_id and one["status"] == "SUCCEEDED" and one["run_id"] == job_id
+    assert job_id in {j["job_id"] for j in json.loads(partctl("status", "--json", "--address", ray_head).stdout)}
     logs = partctl("logs", job_id, "--address", ray_head)
     assert logs.returncode == 0 and "ran prepare" in logs.stdout
 
@@ -141,8 +144,8 @@ def test_stop_ends_a_running_job_and_leaves_its_run_resumable(ray_head, tmp_path
     stopped = partctl("stop", job_id, "--address", ray_head)
     assert stopped.returncode == 0 and f"stop requested for job {job_id}" in stopped.stderr
     deadline = time.time() + 60
-    while "STOPPED" not in (status := partctl("status", job_id, "--address", ray_head)).stderr:
-        assert time.time() < deadline, status.stderr
+    while "STOPPED" not in (status := partctl("status", job_id, "--address", ray_head)).stdout:
+        assert time.time() < deadline, status.stdout + status.stderr
         time.sleep(1)
     assert status.returncode == 1
     # Ray sends SIGTERM, then SIGKILL after a few seconds: the driver records "interrupted" if it gets

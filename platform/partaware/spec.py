@@ -12,15 +12,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from partaware.encoders.specs import EncoderSpec
 from partaware.errors import PartawareError, SpecError, UnknownNameError
+from partaware.storage import MAX_S3_ATTEMPTS, MAX_S3_TIMEOUT_S, S3Limits
 from partaware.validation import format_validation_error, register_options_model  # noqa: F401  (re-exported)
 
 SPEC_VERSION = 1
 LEVELS = ("object", "part")
+PAPER_SEGMENTATION_ITERATIONS = 160_000  # protocol §3.5
 Level = Literal["object", "part"]
 
 
@@ -104,6 +115,26 @@ class Resources(_Strict):
         return self
 
 
+class StorageOptions(_Strict):
+    """Bounded waits for the run's S3 calls (``partaware.storage.S3Limits``: seconds to connect, seconds
+    between bytes, attempts per call). A value set here wins over its ``$PARTAWARE_S3_*`` variable for the
+    run; one left out keeps the variable, else the default shown."""
+
+    connect_timeout: float = Field(S3Limits.connect_timeout, gt=0, le=MAX_S3_TIMEOUT_S)
+    read_timeout: float = Field(S3Limits.read_timeout, gt=0, le=MAX_S3_TIMEOUT_S)
+    max_attempts: int = Field(S3Limits.max_attempts, ge=1, le=MAX_S3_ATTEMPTS)
+
+    def overrides(self) -> dict[str, float]:
+        """The values the spec set (``partaware.storage.s3_limits_applied`` applies them)."""
+        return {name: getattr(self, name) for name in sorted(self.model_fields_set)}
+
+    @model_serializer(mode="wrap")
+    def _only_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Write only what the spec set: a saved or submitted spec, read again, still leaves the rest to the
+        environment (a default written out would read back as a setting that overrides it)."""
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
 class JobSpec(_Strict):
     """One study: which encoders, on which datasets, at which levels, with which probes."""
 
@@ -126,10 +157,12 @@ class JobSpec(_Strict):
     #: a task's input variant, by task (``attentive: cls+last-block``); the default is the protocol's
     variants: dict[str, str] = Field(default_factory=dict)
     search: dict[str, dict[str, SearchDim]] = Field(default_factory=dict)
-    #: iterations of the paper's segmentation schedule (``variants: {segmentation: paper}``; the paper: 160k)
-    segmentation_iterations: int = Field(160_000, ge=1, le=10_000_000)
+    #: iterations of the paper's segmentation schedule (``variants: {segmentation: paper}``; unset: the paper's 160k)
+    segmentation_iterations: int | None = Field(None, ge=1, le=10_000_000)
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
     resources: Resources = Field(default_factory=Resources)
+    #: S3 timeouts and attempts for this run (over ``$PARTAWARE_S3_*``); see ``StorageOptions``
+    storage_options: StorageOptions = Field(default_factory=StorageOptions)
 
     @field_validator("custom_encoders")
     @classmethod
@@ -176,6 +209,13 @@ class JobSpec(_Strict):
             valid = get_task(name).variants
             if variant not in valid:
                 raise ValueError(f"variants.{name}: unknown variant {variant!r}; valid: {', '.join(valid) or 'none'}")
+        paper_segmentation = self.variants.get("segmentation") == "paper"
+        if paper_segmentation and "segmentation" in self.search:
+            raise ValueError("search.segmentation: the paper's segmentation schedule (variants.segmentation: paper) "
+                             "searches nothing; remove it or use the fast variant")  # fmt: skip
+        if self.segmentation_iterations is not None and not paper_segmentation:
+            raise ValueError("segmentation_iterations: only the paper's schedule (variants: {segmentation: paper}) "
+                             "counts iterations; the fast one trains epochs (search_settings.max_epochs)")  # fmt: skip
         for ref in self.datasets:
             extra = sorted(set(ref.tasks or ()) - set(task_names()))
             if extra:
@@ -197,6 +237,11 @@ class JobSpec(_Strict):
         except UnknownNameError as e:
             raise PydanticCustomError("unknown_encoder", "encoders: {msg}", {"msg": str(e)}) from None
         return self
+
+    @property
+    def paper_segmentation_iterations(self) -> int:
+        """The paper schedule's iterations: the spec's, else the paper's 160k."""
+        return self.segmentation_iterations or PAPER_SEGMENTATION_ITERATIONS
 
     def levels_of(self, ref: DatasetRef) -> list[str]:
         return list(ref.levels or self.levels)

@@ -11,8 +11,9 @@ Completeness rules, so a reader never sees a partial output as complete:
 Credentials are never read, printed or stored here: s3fs/botocore take them from the usual AWS chain.
 
 Waits are bounded: S3 calls get connect/read timeouts and a bounded number of attempts
-(``$PARTAWARE_S3_CONNECT_TIMEOUT``, ``$PARTAWARE_S3_READ_TIMEOUT``, ``$PARTAWARE_S3_MAX_ATTEMPTS``), and an
-endpoint that refuses, never answers or denies access ends in one ``StorageError`` line naming it.
+(``$PARTAWARE_S3_CONNECT_TIMEOUT``, ``$PARTAWARE_S3_READ_TIMEOUT``, ``$PARTAWARE_S3_MAX_ATTEMPTS``, or a job
+spec's ``storage_options``, applied for a run by ``s3_limits_applied``), and an endpoint that refuses, never
+answers or denies access ends in one ``StorageError`` line naming it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import json
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -74,6 +75,14 @@ def filesystem_for(uri: str, **storage_options: Any) -> tuple[fsspec.AbstractFil
 S3_CONNECT_TIMEOUT_ENV = "PARTAWARE_S3_CONNECT_TIMEOUT"
 S3_READ_TIMEOUT_ENV = "PARTAWARE_S3_READ_TIMEOUT"
 S3_MAX_ATTEMPTS_ENV = "PARTAWARE_S3_MAX_ATTEMPTS"
+#: ``S3Limits`` field -> the variable that sets it (a job spec's ``storage_options`` use the field names)
+S3_LIMIT_ENVS = {
+    "connect_timeout": S3_CONNECT_TIMEOUT_ENV,
+    "read_timeout": S3_READ_TIMEOUT_ENV,
+    "max_attempts": S3_MAX_ATTEMPTS_ENV,
+}
+MAX_S3_TIMEOUT_S = 3600.0
+MAX_S3_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,7 @@ def s3_limits() -> S3Limits:
     """``S3Limits`` from the environment (defaults where unset); ``StorageError`` for a bad value."""
     default = S3Limits()
     values: dict[str, float] = {}
-    for env, name in (
-        (S3_CONNECT_TIMEOUT_ENV, "connect_timeout"),
-        (S3_READ_TIMEOUT_ENV, "read_timeout"),
-        (S3_MAX_ATTEMPTS_ENV, "max_attempts"),
-    ):
+    for name, env in S3_LIMIT_ENVS.items():
         raw = os.environ.get(env, "").strip()
         if not raw:
             continue
@@ -114,11 +119,37 @@ def s3_limits() -> S3Limits:
             value = int(raw) if name == "max_attempts" else float(raw)
         except ValueError:
             value = -1
-        if not 0 < value <= (20 if name == "max_attempts" else 3600):
-            limit = "an integer 1..20" if name == "max_attempts" else "seconds in (0, 3600]"
+        if not 0 < value <= (MAX_S3_ATTEMPTS if name == "max_attempts" else MAX_S3_TIMEOUT_S):
+            limit = f"an integer 1..{MAX_S3_ATTEMPTS}" if name == "max_attempts" else "seconds in (0, 3600]"
             raise StorageUnusableError(f"${env}={raw!r}: expected {limit} (default {getattr(default, name)})")
         values[name] = value
     return S3Limits(**values)
+
+
+def s3_limits_env() -> dict[str, str]:
+    """The ``$PARTAWARE_S3_*`` limits set in this process, for workers started elsewhere (Ray runtime envs)."""
+    return {env: os.environ[env] for env in S3_LIMIT_ENVS.values() if os.environ.get(env, "").strip()}
+
+
+@contextmanager
+def s3_limits_applied(overrides: Mapping[str, float]) -> Iterator[S3Limits]:
+    """Set the limits in ``overrides`` (``S3Limits`` field names) as ``$PARTAWARE_S3_*`` while the block runs.
+
+    Why the environment: every S3 filesystem this process opens reads it, and Ray workers and jobs
+    started from here inherit it (a submitted job forwards it), so one setting reaches every call of the
+    run. Values not in ``overrides`` keep the variable, else the default; the old values come back after.
+    """
+    saved = {env: os.environ.get(env) for env in S3_LIMIT_ENVS.values()}
+    try:
+        for name, value in overrides.items():
+            os.environ[S3_LIMIT_ENVS[name]] = str(int(value)) if name == "max_attempts" else f"{float(value):g}"
+        yield s3_limits()
+    finally:
+        for env, value in saved.items():
+            if value is None:
+                os.environ.pop(env, None)
+            else:
+                os.environ[env] = value
 
 
 def storage_error(exc: BaseException, uri: str | None = None) -> StorageError | None:
@@ -143,7 +174,8 @@ def storage_error(exc: BaseException, uri: str | None = None) -> StorageError | 
     if limits is not None:
         return StorageUnusableError(
             f"{where} did not answer (timeouts {limits.connect_timeout:g} s to connect, {limits.read_timeout:g} s "
-            f"to read, {limits.max_attempts} attempts); check the endpoint, or raise ${S3_READ_TIMEOUT_ENV}"
+            f"to read, {limits.max_attempts} attempts); check the endpoint, or raise ${S3_READ_TIMEOUT_ENV} "
+            "(or storage_options.read_timeout in the job spec)"
         )
     if names & {"NoCredentialsError", "PartialCredentialsError"}:
         return StorageUnusableError(
@@ -286,14 +318,23 @@ class StorageRoot:
 
         Local and other renaming filesystems: write ``.tmp-<uuid>-<name>`` beside it, then rename.
         Object stores: upload straight to the key; the object appears only when the upload completes,
-        and on error the upload is aborted so nothing appears.
+        and on error the upload is discarded (a plain ``close`` would publish the bytes written so far).
         """
         final = self.join(*relparts)
         with mapped_errors(self.uri):
             self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         if self.is_object_store:
-            with mapped_errors(self.uri), self.fs.open(final, mode) as f:
-                yield f
+            with mapped_errors(self.uri):
+                f = self.fs.open(final, mode)
+            try:
+                with mapped_errors(self.uri):  # parts of a large file are uploaded while it is written
+                    yield f
+            except BaseException:
+                f.discard()  # aborts a multipart upload; a one-shot upload was never sent
+                f.closed = True
+                raise
+            with mapped_errors(self.uri):
+                f.close()
             return
         tmp = posixpath.join(posixpath.dirname(final), f".tmp-{uuid.uuid4().hex}-{posixpath.basename(final)}")
         try:
@@ -308,22 +349,62 @@ class StorageRoot:
                 self.fs.rm(tmp)
             raise
 
-    def write_bytes(self, data: bytes, *relparts: str) -> str:
-        with self.open_atomic(*relparts) as f:
-            f.write(data)
-        return self.join(*relparts)
+    def write_bytes(self, data: bytes, *relparts: str, exclusive: bool = False) -> str:
+        """Write ``data`` in one atomic step: readers see the old file, or the new one whole.
 
-    def write_json(self, obj: Any, *relparts: str) -> str:
-        return self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *relparts)
+        Object stores: one PUT (a multipart upload above 100 MB, completed in one call). ``exclusive``:
+        create only, ``FileExistsError`` when the file exists (local: a hard link, which never replaces;
+        S3: ``If-None-Match: *``), so of two writers of one marker exactly one succeeds.
+        """
+        final = self.join(*relparts)
+        if self.is_object_store:
+            kwargs = {"mode": "create"} if exclusive else {}
+            with mapped_errors(self.uri):
+                try:
+                    self.fs.pipe_file(final, data, **kwargs)
+                except FileNotFoundError:  # no such bucket: create it, as other filesystems create folders
+                    self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+                    self.fs.pipe_file(final, data, **kwargs)
+            return final
+        if not exclusive:
+            with self.open_atomic(*relparts) as f:
+                f.write(data)
+            return final
+        if not self.is_local:  # no exclusive primitive known: check, then write (best effort)
+            if self.fs.exists(final):
+                raise FileExistsError(final)
+            return self.write_bytes(data, *relparts)
+        tmp = os.path.join(os.path.dirname(final), f".tmp-{uuid.uuid4().hex}-{os.path.basename(final)}")
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            try:
+                os.link(tmp, final)  # FileExistsError if another writer got there first
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links on this filesystem: check, then rename (best effort)
+                if os.path.exists(final):
+                    raise FileExistsError(final) from None
+                os.replace(tmp, final)
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return final
+
+    def write_json(self, obj: Any, *relparts: str, exclusive: bool = False) -> str:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        return self.write_bytes(data, *relparts, exclusive=exclusive)
 
     # --- multi-file outputs --------------------------------------------------------------------
     def is_complete(self, *relparts: str) -> bool:
         """True once the folder's ``_SUCCESS`` marker exists."""
         return self.fs.exists(self.join(*relparts, SUCCESS))
 
-    def mark_complete(self, *relparts: str, info: dict[str, Any] | None = None) -> None:
-        """Write the folder's ``_SUCCESS`` marker, last, with optional JSON metadata."""
-        self.write_json(info or {}, *relparts, SUCCESS)
+    def mark_complete(self, *relparts: str, info: dict[str, Any] | None = None, exclusive: bool = False) -> None:
+        """Write the folder's ``_SUCCESS`` marker, last, with optional JSON metadata; ``exclusive``: only if
+        there is none yet (``FileExistsError`` otherwise: another writer published the folder)."""
+        self.write_json(info or {}, *relparts, SUCCESS, exclusive=exclusive)
 
     def completion_info(self, *relparts: str) -> dict[str, Any]:
         return self.read_json(*relparts, SUCCESS)

@@ -358,7 +358,8 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
             tune_config=tune.TuneConfig(metric=f"val_{metric}", mode="max", scheduler=scheduler,
                                         num_samples=1 if "heads" in grid else settings.num_samples,
                                         reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=path, storage_filesystem=filesystem, verbose=0),
+            run_config=tune.RunConfig(name=name, storage_path=path, storage_filesystem=filesystem, verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=2)),  # a lost worker: retried
         )  # fmt: skip
     grid_result = tuner.fit()
     if grid_result.num_errors:

@@ -1,6 +1,7 @@
 """``partctl``: the command line. Thin: it parses, validates, prints, and calls library functions.
 
-Each command group lives in its own module and registers on ``app`` when imported below.
+Each command group lives in its own module and registers on ``app`` when imported below. Data (tables,
+``--json`` documents) goes to stdout (``cli/output.py``), progress and messages to stderr (``progress.console``).
 Every failure is printed as one line (``main``): exit code 2 for bad input (unknown names, invalid
 specs, unreadable sources or checkpoints, unusable storage), 1 for a failed run or anything unexpected,
 130 when interrupted; ``--debug`` (or ``PARTAWARE_DEBUG=1``) also prints the traceback.
@@ -33,7 +34,7 @@ app = typer.Typer(
     name="partctl",
     help="Measure how part-aware and how object-aware pretrained vision encoders are.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 

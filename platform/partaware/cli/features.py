@@ -1,13 +1,18 @@
-"""``partctl features list`` and ``partctl extract``: the feature cache and how to fill it."""
+"""``partctl features list`` and ``partctl extract``: the feature cache and how to fill it.
+
+Tables and ``--json`` go to stdout; progress and per-worker lines to stderr.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import typer
 from rich.table import Table
 
 from partaware.cli import app
+from partaware.cli.output import deprecated, print_json, print_table
 from partaware.errors import SpecError
 from partaware.extract.features import list_features
 from partaware.progress import console, progress_bar
@@ -32,13 +37,18 @@ def _size(n: int) -> str:
 def features_list(
     storage: str = typer.Option(None, "--storage", help=STORAGE_HELP),
     all_: bool = typer.Option(False, "--all", help="Also show incomplete (interrupted) feature sets."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of a table (keys: README)."),
 ) -> None:
     """List cached feature sets: key, encoder, dataset, taps, rows, errors, size."""
     root = StorageRoot.open(storage)
+    found = list_features(root, include_incomplete=all_)
+    if json_:
+        print_json([dataclasses.asdict(f) for f in found])
+        return
     table = Table(title=f"features (storage root: {root.uri})")
     for col in ("key", "encoder", "dataset", "taps", "rows", "errors", "size", "complete"):
-        table.add_column(col)
-    for f in list_features(root, include_incomplete=all_):
+        table.add_column(col, no_wrap=col in ("key", "encoder"))
+    for f in found:
         table.add_row(
             f.key,
             f.encoder,
@@ -49,13 +59,14 @@ def features_list(
             _size(f.bytes),
             "yes" if f.complete else "no",
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command()
 def extract(
     encoders: str = typer.Option(..., help="all | family:<f> | comma list of encoder names."),
-    dataset: str = typer.Option("synthetic", help="A prepared dataset (see `partctl datasets list`)."),
+    datasets: str = typer.Option("synthetic", help="Comma list of prepared datasets (see `partctl datasets list`)."),
+    dataset: str = typer.Option(None, "--dataset", hidden=True, help="Deprecated spelling of --datasets."),
     taps: str = typer.Option("cls,mean", help="Comma list of taps: cls, mean, proj, patch:<k>."),
     kinds: str = typer.Option(
         "regions", help="Comma list of manifest rows to encode: regions (boxes, patches), label_maps (whole images)."
@@ -69,9 +80,16 @@ def extract(
     max_error_rate: float = typer.Option(0.01, help="Fail when more than this fraction of regions is skipped."),
     address: str = typer.Option(None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."),
 ) -> None:
-    """Extract features of one dataset for each encoder (cached: a complete key does no work)."""
+    """Extract features of each dataset for each encoder (cached: a complete key does no work)."""
+    from partaware.datasets import DATASETS
     from partaware.encoders.registry import select_encoders
     from partaware.extract.pipeline import check_kinds
+
+    if dataset is not None:
+        deprecated("--dataset", "--datasets")
+    dataset_list = [DATASETS.resolve(d.strip()) for d in (dataset or datasets).split(",") if d.strip()]
+    if not dataset_list:
+        raise SpecError("--datasets: name at least one prepared dataset")
 
     names = select_encoders([e for e in encoders.split(",") if e.strip()], zoo=zoo)
     if not names:
@@ -80,25 +98,25 @@ def extract(
     kind_list = check_kinds([k.strip() for k in kinds.split(",") if k.strip()])  # before starting Ray
     root = StorageRoot.open(storage, writable=True)  # refused before Ray starts
     with ray_session(address or os.environ.get("RAY_ADDRESS")):
-        _extract_all(root, dataset, names, tap_list, kinds=kind_list, batch_size=batch_size, min_actors=min_actors,
+        _extract_all(root, dataset_list, names, tap_list, kinds=kind_list, batch_size=batch_size, min_actors=min_actors,
                      max_actors=max_actors, precision=precision, max_error_rate=max_error_rate)  # fmt: skip
 
 
-def _extract_all(root, dataset, names, tap_list, **options) -> None:
+def _extract_all(root: StorageRoot, datasets: list[str], names: list[str], tap_list: list[str], **options) -> None:
     from partaware.extract.pipeline import extract_features
 
     table = Table(title=f"extraction ({root.uri})")
-    for col in ("encoder", "status", "key", "rows", "errors", "encoded", "regions/s", "read/decode/encode/write s"):
-        table.add_column(col)
-    for name in names:
-        with progress_bar(f"extract {name}") as update:
+    for col in ("encoder", "dataset", "status", "key", "rows", "errors", "encoded", "regions/s",
+                "read/decode/encode/write s"):  # fmt: skip
+        table.add_column(col, no_wrap=col in ("encoder", "key"))
+    for dataset, name in ((d, n) for d in datasets for n in names):
+        with progress_bar(f"extract {name} on {dataset}") as update:
             r = extract_features(root, dataset, name, taps=tap_list, progress=update, **options)
         t = r.timings
         stages = "/".join(f"{t.get(k, 0.0):.1f}" for k in ("read", "decode", "encode", "write")) if t else "-"
-        table.add_row(
-            name, r.status, r.key, str(r.rows), str(r.errors), str(r.regions_encoded), f"{r.regions_per_s:.1f}", stages
-        )
+        counts = (str(r.rows), str(r.errors), str(r.regions_encoded), f"{r.regions_per_s:.1f}")
+        table.add_row(name, dataset, r.status, r.key, *counts, stages)
         for worker, w in sorted(r.workers.items()):
             rate = f"{w['regions_per_s']:.1f} regions/s while encoding"
             console.print(f"  {name} worker {worker}: {int(w['regions'])} regions, {rate}", highlight=False)
-    console.print(table)
+    print_table(table)

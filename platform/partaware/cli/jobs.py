@@ -9,10 +9,11 @@ import typer
 from rich.table import Table
 
 from partaware.cli import app
+from partaware.cli.output import deprecated, print_json, print_table
 from partaware.errors import SpecError
 from partaware.progress import console, progress_bar
 from partaware.runs.cluster import jobs_address
-from partaware.spec import JobSpec, check_local_sources, load_spec
+from partaware.spec import JobSpec, check_local_sources, load_yaml_text
 
 _PROJECT_JOBS = Path(__file__).resolve().parents[3] / "jobs"
 
@@ -36,6 +37,26 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _seeds(value: str | None) -> list[int] | None:
+    try:
+        return [int(v) for v in _split(value)] if value else None
+    except ValueError:
+        raise SpecError(f"--seeds {value!r}: expected a comma list of integers such as 0,1,2") from None
+
+
+def _sources(pairs: list[str]) -> dict[str, str]:
+    """``--source NAME=URI`` pairs by canonical dataset name."""
+    from partaware.datasets import DATASETS
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, uri = pair.partition("=")
+        if not sep or not name.strip() or not uri.strip():
+            raise SpecError(f"--source {pair!r}: expected NAME=URI (a folder, an archive or a URI such as s3://...)")
+        out[DATASETS.resolve(name.strip())] = uri.strip()
+    return out
+
+
 def spec_with_overrides(
     spec_arg: str,
     *,
@@ -43,60 +64,214 @@ def spec_with_overrides(
     datasets: str | None = None,
     levels: str | None = None,
     storage: str | None = None,
+    zoo: str | None = None,
+    tasks: str | None = None,
+    seeds: str | None = None,
+    sources: list[str] | None = None,
 ) -> JobSpec:
-    """Load a spec and apply command-line overrides (flags win); validated as a whole."""
+    """Load a spec, apply command-line overrides (flags win) and resolve its encoders to names; validated whole.
+
+    ``--datasets`` keeps each named dataset's entry from the spec (source, options); ``--source NAME=URI`` sets a
+    dataset's source. Encoder selectors that name a timm pretrained tag become ``custom_encoders`` entries
+    (``encoders/timm_tags.py``). The returned spec lists its encoders by name (``all`` and ``family:`` resolved),
+    which is what ``spec.yaml`` records and what a resumed run is matched on.
+    """
+    from partaware.datasets import DATASETS
+    from partaware.spec import parse_spec, read_spec_text
+
     path = find_spec(spec_arg)
-    overrides: dict = {"encoders": _split(encoders), "levels": _split(levels), "storage": storage}
+    source = str(path)
+    data = load_yaml_text(read_spec_text(path), source=source)
+    if not isinstance(data, dict):
+        return parse_spec(data, source=source)  # the one-line "must be a mapping" error
+    overrides = {"encoders": _split(encoders), "levels": _split(levels), "storage": storage, "zoo": zoo,
+                 "tasks": _split(tasks), "seeds": _seeds(seeds)}  # fmt: skip
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    refs = [dict(d) if isinstance(d, dict) else d for d in data.get("datasets") or []]
     if datasets:
-        base = load_spec(path)
-        by_name = {d.name: d.model_dump() for d in base.datasets}
-        overrides["datasets"] = [by_name.get(n, {"name": n}) for n in _split(datasets)]
-    return load_spec(path, overrides)
+        by_name = {_canonical(d.get("name")): d for d in refs if isinstance(d, dict)}
+        refs = [by_name.get(DATASETS.resolve(n), {"name": n}) for n in _split(datasets)]
+    by_source = _sources(sources or [])
+    for name, uri in by_source.items():
+        ref = next((d for d in refs if isinstance(d, dict) and _canonical(d.get("name")) == name), None)
+        if ref is None:
+            names = ", ".join(str(d.get("name")) for d in refs if isinstance(d, dict))
+            raise SpecError(f"--source {name}=...: {name} is not a dataset of this job (datasets: {names})")
+        ref["source"] = uri
+    _require_sources(refs, source)
+    data["datasets"] = refs
+    data["encoders"], data["custom_encoders"] = _timm_selectors(data)
+    job = parse_spec(data, source=source)
+    resolved = job.resolved_encoders()
+    if resolved and resolved != job.encoders:
+        job = parse_spec({**data, "encoders": resolved}, source=source)
+    return job
+
+
+def _canonical(name) -> str | None:
+    from partaware.datasets import DATASETS
+
+    try:
+        return DATASETS.resolve(str(name))
+    except Exception:  # noqa: BLE001 (an unknown name: the spec's validation names it)
+        return None
+
+
+def _require_sources(refs: list, source: str) -> None:
+    """Every dataset that is not generated has a source: the error names the flag that gives one."""
+    from partaware.datasets import DATASETS
+
+    for i, ref in enumerate(refs):
+        name = _canonical(ref.get("name")) if isinstance(ref, dict) else None
+        if name is None or ref.get("source"):
+            continue
+        entry = DATASETS.get(name)
+        if not entry.generated:
+            raise SpecError(
+                f"{source}: datasets.{i}.source: dataset {name} needs a source (expected: {entry.source}); "
+                f"give it with --source {name}=URI or in the spec"
+            )
+
+
+def _timm_selectors(data: dict) -> tuple[list, list]:
+    """The spec's encoders with timm-tag selectors replaced by their ``custom_encoders`` entries' names."""
+    from partaware.encoders.timm_tags import looks_like_timm_tag, timm_encoder
+
+    selectors = data.get("encoders") or ["all"]
+    custom = list(data.get("custom_encoders") or [])
+    if not isinstance(selectors, list) or not isinstance(custom, list):
+        return selectors, custom  # the spec's validation says what is wrong
+    declared = {c.get("name") for c in custom if isinstance(c, dict)} | {
+        a for c in custom if isinstance(c, dict) for a in c.get("aliases") or ()
+    }
+    out = []
+    for sel in selectors:
+        if isinstance(sel, str) and sel not in declared and looks_like_timm_tag(sel.strip()):
+            entry = timm_encoder(sel.strip())
+            if entry["name"] not in {c.get("name") for c in custom if isinstance(c, dict)}:
+                custom.append(entry)
+                console.print(f"encoder {entry['name']}: a timm tag, family {entry['family']} (another: "
+                              f"--encoders {entry['arch']}@<family>)", highlight=False)  # fmt: skip
+            sel = entry["name"]
+        out.append(sel)
+    return out, custom
+
+
+def plan_json(job: JobSpec) -> dict:
+    """What ``validate --json`` and ``submit --dry-run --json`` print (keys documented in the README)."""
+    encoders, controls = job.resolved_encoders(), job.control_encoders()
+    return {
+        "name": job.name,
+        "zoo": job.zoo,
+        "datasets": [
+            {"name": d.name, "source": d.source, "levels": job.levels_of(d), "tasks": job.tasks_of(d)}
+            for d in job.datasets
+        ],  # fmt: skip
+        "encoders": encoders,
+        "controls": controls,
+        "seeds": list(job.seeds),
+        "plan": [dict(zip(PLAN_COLUMNS, row, strict=True)) for row in plan_rows(job)],
+        "work": work_estimate(job),
+    }
+
+
+def work_estimate(job: JobSpec) -> dict[str, int]:
+    """Units of work the job implies (each cached one costs nothing on a rerun)."""
+    from partaware.probes.tasks import get_task
+
+    n_enc = len(job.job_encoders())
+    feature_sets = sum(len({get_task(t).needs for t in job.tasks_of(d)}) for d in job.datasets) * n_enc
+    tuned = sum(1 for _, _, t in job.plan() if get_task(t).tuned) * n_enc
+    return {
+        "feature_sets": feature_sets,
+        "probes": len(job.plan()) * n_enc,
+        "tuned_probes": tuned,
+        "trials": tuned * job.search_settings.num_samples,
+        "final_fits": tuned * len(job.seeds),
+    }
 
 
 @app.command()
-def validate(spec: str = typer.Argument(..., help="Job spec: a YAML path, or a name in jobs/.")) -> None:
-    """Validate a job spec and print what it resolves to."""
-    job = load_spec(find_spec(spec))
+def validate(
+    spec: str = typer.Argument(..., help="Job spec: a YAML path, or a name in jobs/."),
+    json_: bool = typer.Option(False, "--json", help="Print the resolved plan as JSON on stdout (keys: README)."),
+) -> None:
+    """Validate a job spec and print what it resolves to (the plan on stdout)."""
+    job = spec_with_overrides(spec)
+    if json_:
+        print_json(plan_json(job))
+        return
+    print_plan(job)
+
+
+def print_plan(job: JobSpec) -> None:
+    """The resolved spec in words on stderr, the plan table on stdout."""
     encoders = job.resolved_encoders()
     console.print(f"[green]valid[/green]: {job.name}", highlight=False)
     console.print(f"  datasets: {', '.join(d.name for d in job.datasets)}", highlight=False)
     console.print(f"  encoders: {', '.join(encoders) or '(none registered)'}", highlight=False)
     console.print(f"  controls: {', '.join(job.control_encoders()) or 'none'}; seeds: {job.seeds}", highlight=False)
-    import sys
+    work = work_estimate(job)
+    console.print(
+        f"  work: {work['feature_sets']} feature sets, {work['probes']} probes ({work['tuned_probes']} tuned: "
+        f"{work['trials']} trials, {work['final_fits']} final fits); cached ones cost nothing",
+        highlight=False,
+    )
+    print_table(plan_table(job, encoders))
 
-    from rich.console import Console
 
-    # the plan is data: stdout, at full width when piped (a table wrapped at 80 columns cannot be grepped)
-    Console(width=None if sys.stdout.isatty() else 200).print(plan_table(job, encoders))
+PLAN_COLUMNS = ("dataset", "level", "task", "scored_on", "metric", "search", "variant")
 
 
-def plan_table(job: JobSpec, encoders: list[str]) -> Table:
-    """The probe plan: one row per (dataset, level, task) with its split rule and search, x every encoder."""
+def plan_rows(job: JobSpec) -> list[tuple[str, ...]]:
+    """One row per (dataset, level, task): its split rule, metric, search and variant."""
     from partaware.datasets import DATASETS
     from partaware.probes.tasks import get_task
 
-    table = Table(title=f"plan: {len(job.plan())} (dataset, level, task) x {len(encoders)} encoders")
-    for col in ("dataset", "level", "task", "scored on", "metric", "search", "variant"):
-        table.add_column(col, no_wrap=True)
+    rows = []
     for dataset, level, name in job.plan():
         task, entry = get_task(name), DATASETS.get(dataset)
         scored = (f"{entry.held_out} (held out)" if task.split_rule == "held_out"
                   else f"{','.join(entry.gallery) if entry.gallery else 'all'} (gallery)")  # fmt: skip
         space = job.search.get(name) or task.search_defaults
-        search = f"{job.search_settings.num_samples} x {','.join(space) or 'fixed'}" if task.tuned else "-"
         variant = job.variants.get(name) or (task.variants[0] if task.variants else "-")
-        table.add_row(dataset, level, name, scored, task.metric, search, variant)
+        search = f"{job.search_settings.num_samples} x {','.join(space) or 'fixed'}" if task.tuned else "-"
+        if name == "segmentation" and variant == "paper":  # the paper's fixed schedule: nothing searched
+            search = f"none: {job.paper_segmentation_iterations} iterations, lr 4e-4"
+        rows.append((dataset, level, name, scored, task.metric, search, variant))
+    return rows
+
+
+def plan_table(job: JobSpec, encoders: list[str]) -> Table:
+    """The probe plan: one row per (dataset, level, task) with its split rule and search, x every encoder."""
+    table = Table(title=f"plan: {len(job.plan())} (dataset, level, task) x {len(encoders)} encoders")
+    for col in PLAN_COLUMNS:
+        table.add_column(col.replace("_", " "), no_wrap=True)
+    for row in plan_rows(job):
+        table.add_row(*row)
     return table
 
 
 @app.command()
 def submit(
     spec: str = typer.Argument("quickstart", help="Job spec: a YAML path, or a name in jobs/."),
-    encoders: str = typer.Option(None, help="all | family:<f> | comma list of names (overrides the spec)."),
+    encoders: str = typer.Option(
+        None, help="all | family:<f> | comma list of names or timm tags (arch.tag, arch.tag@family); overrides spec."
+    ),
     datasets: str = typer.Option(None, help="Comma list of dataset names (overrides the spec)."),
+    dataset: str = typer.Option(None, "--dataset", hidden=True, help="Deprecated spelling of --datasets."),
+    source: list[str] = typer.Option(
+        [], "--source", help="A dataset's source, NAME=URI (folder, archive or s3://...); repeatable."
+    ),
     levels: str = typer.Option(None, help="object,part (overrides the spec)."),
+    tasks: str = typer.Option(None, help="Comma list of probe tasks (overrides the spec)."),
+    seeds: str = typer.Option(None, help="Comma list of seeds for the final fits, e.g. 0,1,2 (overrides the spec)."),
+    zoo: str = typer.Option(None, help="Zoo that `all` and `family:` select from: paper, modern, lab, custom."),
     storage: str = typer.Option(None, help="Storage root (overrides the spec and $PARTAWARE_STORAGE)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate, print the resolved plan and the run it would resume; start nothing."
+    ),
+    json_: bool = typer.Option(False, "--json", help="With --dry-run: the plan as JSON on stdout (keys: README)."),
     address: str = typer.Option(
         None,
         help="Ray Jobs address of a cluster (http://<head>:8265; default $RAY_ADDRESS if http). "
@@ -111,19 +286,57 @@ def submit(
 
     With no address the job runs here and this command follows it to the end (exit code 0 when it
     succeeds; Ctrl-C leaves a run that the next submit resumes). With --address it is handed to the
-    cluster through Ray Jobs; the command prints the job id and returns.
+    cluster through Ray Jobs; the command prints the job id and returns. The run's spec.yaml records
+    the spec as resolved here (flags applied, encoders by name).
     """
-    job = spec_with_overrides(spec, encoders=encoders, datasets=datasets, levels=levels, storage=storage)
+    if dataset is not None:
+        deprecated("--dataset", "--datasets")
+    if json_ and not dry_run:
+        raise SpecError("--json: only with --dry-run (a run's state as JSON: partctl status RUN --json)")
+    job = spec_with_overrides(spec, encoders=encoders, datasets=dataset or datasets, levels=levels, storage=storage,
+                              zoo=zoo, tasks=tasks, seeds=seeds, sources=source)  # fmt: skip
+    remote = None if in_cluster else jobs_address(address)
+    if dry_run:
+        _dry_run(job, storage=storage, remote=remote, resume=resume or run_id, new=new, as_json=json_)
+        return
     console.print(
         f"[bold]job[/bold] {job.name}: datasets {', '.join(d.name for d in job.datasets)}; "
         f"encoders {', '.join(job.resolved_encoders()) or '(none registered)'}; levels {', '.join(job.levels)}",
         highlight=False,
     )
-    remote = None if in_cluster else jobs_address(address)
+    from partaware.storage import s3_limits_applied
+
+    # the spec's S3 limits hold from the storage check on, and travel with a submitted job (FORWARDED_ENV)
+    with s3_limits_applied(job.storage_options.overrides()):
+        if remote:
+            _submit_remote(job, remote, storage=storage, resume=resume)
+        else:
+            _run_here(job, storage=storage, resume=resume or run_id, new=new, attach=in_cluster, create=bool(run_id))
+
+
+def _dry_run(job: JobSpec, *, storage: str | None, remote: str | None, resume: str | None, new: bool,
+             as_json: bool) -> None:  # fmt: skip
+    """Everything submit checks before starting work, then the plan; no Ray, no run folder, no cluster call."""
+    from partaware.runs.folders import find_resumable, read_run
+    from partaware.storage import StorageRoot, resolve_storage_uri
+
+    where = f"on the cluster at {remote}" if remote else "here, on an embedded local Ray"
     if remote:
-        _submit_remote(job, remote, storage=storage, resume=resume)
+        root_uri, run = resolve_storage_uri(storage or job.storage), resume
     else:
-        _run_here(job, storage=storage, resume=resume or run_id, new=new, attach=in_cluster, create=bool(run_id))
+        check_local_sources(job)
+        root = StorageRoot.open(storage or job.storage)
+        root_uri = root.uri
+        job = job.model_copy(update={"storage": root.uri})
+        if resume:
+            read_run(root, resume)  # an unknown run id fails here, listing the known ones
+        run = resume or (None if new else find_resumable(root, job))
+    if as_json:
+        print_json({**plan_json(job), "storage": root_uri, "runs_on": remote or "local", "resume": run})
+        return
+    print_plan(job)
+    console.print(f"dry run: would run {where}, storage {root_uri}; "
+                  f"{f'resuming run {run}' if run else 'a new run'}; nothing was started", highlight=False)  # fmt: skip
 
 
 def _submit_remote(job: JobSpec, address: str, *, storage: str | None, resume: str | None) -> None:
@@ -221,7 +434,7 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
         table.add_column(col)
     for r in results:
         table.add_row(r.name, r.status, f"{r.seconds:.1f}", r.detail)
-    console.print(table)
+    print_table(table)
     by_status: dict[str, list[str]] = {}
     for r in results:
         by_status.setdefault(r.status, []).append(r.name)

@@ -11,6 +11,8 @@ from rich.live import Live
 from rich.table import Table
 
 from partaware.cli import app
+from partaware.cli.output import deprecated, print_table
+from partaware.errors import SpecError
 from partaware.progress import console
 from partaware.storage import StorageRoot
 
@@ -71,7 +73,8 @@ def ensure_dataset(root: StorageRoot, dataset: str, version: str | None) -> str:
 @app.command()
 def pretrain(
     objectives: str = typer.Option("all", help="all | comma list of objectives (supervised,mocov3,dino,mae,...)."),
-    dataset: str = typer.Option("synthetic", help="Prepared dataset to pretrain on (training split only)."),
+    datasets: str = typer.Option("synthetic", help="The prepared dataset to pretrain on (training split only)."),
+    dataset: str = typer.Option(None, "--dataset", hidden=True, help="Deprecated spelling of --datasets."),
     dataset_version: str = typer.Option(None, help="Dataset version (default: the newest prepared)."),
     steps: int = typer.Option(None, help="Optimiser steps per objective (default: the lab's measured budget)."),
     batch_size: int = typer.Option(None, help="Images per step (default: the lab's budget)."),
@@ -80,9 +83,15 @@ def pretrain(
     ray: bool = typer.Option(True, "--ray/--no-ray", help="Each objective as its own Ray task (default) or here."),
 ) -> None:
     """Pretrain the lab encoders: the same tiny ViT, data and budget under each objective (cached, resumable)."""
-    from partaware.lab.ray_train import pretrain as run_pretrain
-    from partaware.lab.ray_train import resolve_objectives
+    from partaware.lab.ray_tasks import pretrain as run_pretrain
+    from partaware.lab.ray_tasks import resolve_objectives
 
+    if dataset is not None:
+        deprecated("--dataset", "--datasets")
+    chosen = [d.strip() for d in (dataset or datasets).split(",") if d.strip()]
+    if len(chosen) != 1:
+        raise SpecError(f"--datasets {datasets!r}: the lab pretrains on one dataset; name exactly one")
+    dataset = chosen[0]
     names = resolve_objectives(objectives)
     root = StorageRoot.open(storage, writable=True)
     version = ensure_dataset(root, dataset, dataset_version)
@@ -120,5 +129,5 @@ def pretrain(
             info["budget_key"],
             info["weights_digest"][:12],
         )
-    console.print(table)
+    print_table(table)
     console.print(f"total {time.perf_counter() - started:.1f} s", highlight=False)

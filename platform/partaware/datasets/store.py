@@ -207,9 +207,10 @@ class DatasetBuild:
         completion = {"version": version, "rows": table.num_rows}
         if self.root.is_local:
             self._publish_local(vroot, completion)
-        elif not is_intact(vroot):  # object stores: upload (same keys, same bytes), then _SUCCESS last
+        elif not is_intact(vroot):  # object stores: upload (same keys, same bytes), then _SUCCESS last, once
             self.root.fs.put(self.staging.rstrip("/") + "/", vroot.path, recursive=True)
-            vroot.mark_complete(info=completion)
+            with contextlib.suppress(FileExistsError):  # another writer of the recipe (or a half-publish) wrote it
+                vroot.mark_complete(info=completion, exclusive=True)
         self.root.write_json({"version": version}, "datasets", self.name, RECIPES, f"{self.key}.json")
         return PreparedDataset(self.name, version, vroot, full_info)
 

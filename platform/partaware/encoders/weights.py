@@ -5,8 +5,9 @@ Where a file is looked for, in order:
    encoder name; a variant shares its base's folder);
 2. ``$PARTAWARE_WEIGHTS_DIR/<cache_key>/<filename>`` or ``$PARTAWARE_WEIGHTS_DIR/<filename>``, any fsspec
    URI (a read-only staging area on an air-gapped cluster: ``s3://bucket/weights``);
-3. a download: official URLs stream into the weight cache (written atomically, sha256 checked *before*
-   the file becomes visible); timm tags go through ``huggingface_hub`` (its own cache and checks).
+3. a download: official URLs stream into the weight cache (retried with backoff, resumed with HTTP ``Range``
+   from a local partial file, a progress bar on a terminal; written atomically, sha256 checked *before* the
+   file becomes visible); timm tags go through ``huggingface_hub`` (its own cache, checks and resume).
 Offline (``PARTAWARE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), or for releases with no plain download
 (Google Drive), step 3 is replaced by ``WeightsUnavailableError`` naming the file to stage and where.
 
@@ -18,14 +19,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import io
 import os
 import pickle
 import posixpath
+import shutil
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from partaware.encoders.specs import EncoderSpec
@@ -181,22 +189,143 @@ def resolve_uri(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:
 # --- official URLs ------------------------------------------------------------------------------
 
 
-def download_to_cache(spec: EncoderSpec, root: StorageRoot, *, opener=urllib.request.urlopen) -> str:
-    """Stream ``weights.location`` into the weight cache; the file appears only if its sha256 is right."""
+#: attempts per download, and the pause before the n-th retry (``RETRY_BACKOFF_S * 2**(n-1)`` seconds)
+DOWNLOAD_ATTEMPTS = 4
+RETRY_BACKOFF_S = 1.0
+#: HTTP statuses worth retrying (timeouts, rate limits, a server's passing trouble); any other one is final
+RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
+#: where partial downloads wait to be resumed (default: ``<tmp>/partaware-downloads``)
+DOWNLOAD_DIR_ENV = "PARTAWARE_DOWNLOAD_DIR"
+ProgressFn = Callable[[int, int], None]
+
+
+def download_to_cache(
+    spec: EncoderSpec,
+    root: StorageRoot,
+    *,
+    opener: Callable[..., Any] = urllib.request.urlopen,
+    progress: ProgressFn | None = None,
+    attempts: int = DOWNLOAD_ATTEMPTS,
+) -> str:
+    """Fetch ``weights.location`` into the weight cache; the file appears only whole and with the right sha256.
+
+    Each attempt continues the bytes already fetched (a local ``.part`` file, kept across attempts and processes)
+    with an HTTP ``Range`` request; a server that ignores it sends the whole file again. Connection errors and
+    retryable statuses (``RETRY_STATUSES``) are retried ``attempts`` times with exponential backoff; any other
+    status fails at once. ``progress(done, total)`` is called as bytes arrive (default: a tqdm bar on a terminal).
+    Concurrent downloads of one file (two extraction actors) wait for each other: the second finds it cached.
+    """
     rel = cache_relpath(spec)
-    h = hashlib.sha256()
-    try:
-        with opener(spec.weights.location, timeout=60) as response, root.open_atomic(*rel) as out:
-            while chunk := response.read(_CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-            check_sha256(h.hexdigest(), spec.weights.sha256, what=spec.weights.location)
-    except (urllib.error.URLError, OSError) as e:
-        if isinstance(e, PartawareError):
+    url = spec.weights.location
+    part = _partial_path(url, rel[-1])
+    with _download_lock(part):
+        if root.exists(*rel):  # another process finished it while this one waited
+            return root.uri_of(*rel)
+        with _progress_or_bar(progress, rel[-1]) as update:
+            _fetch_with_retries(spec, root, part, opener=opener, progress=update, attempts=attempts)
+        digest = _sha256_of(part)
+        try:
+            check_sha256(digest, spec.weights.sha256, what=url)
+        except WeightsChecksumError:
+            part.unlink(missing_ok=True)  # a wrong file is not worth resuming
             raise
-        raise WeightsUnavailableError(staging_instruction(spec, root, why=f"download failed: {e}")) from e
-    root.write_bytes(h.hexdigest().encode(), *rel[:-1], rel[-1] + ".sha256")
+        with part.open("rb") as src, root.open_atomic(*rel) as out:
+            shutil.copyfileobj(src, out, _CHUNK)
+        root.write_bytes(digest.encode(), *rel[:-1], rel[-1] + ".sha256")
+        part.unlink(missing_ok=True)
     return root.uri_of(*rel)
+
+
+def _fetch_with_retries(spec: EncoderSpec, root: StorageRoot, part: Path, *, opener, progress, attempts: int) -> None:
+    last: Exception | None = None
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            _fetch_into(spec.weights.location, part, opener=opener, progress=progress)
+            return
+        except urllib.error.HTTPError as e:
+            if e.code == 416:  # the range is past the end: the partial file is not this file's prefix
+                part.unlink(missing_ok=True)
+            elif e.code not in RETRY_STATUSES:
+                raise WeightsUnavailableError(staging_instruction(spec, root, why=f"download failed: {e}")) from e
+            last = e
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            if isinstance(e, PartawareError):
+                raise
+            last = e
+        if attempt < attempts:
+            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+    why = f"download failed after {attempts} attempts: {last}"
+    raise WeightsUnavailableError(staging_instruction(spec, root, why=why)) from last
+
+
+def _fetch_into(url: str, part: Path, *, opener, progress: ProgressFn | None) -> None:
+    """One attempt: append the rest of ``url`` to ``part`` (from its current size); raise if cut short."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with opener(request, timeout=60) as response:
+        if have and getattr(response, "status", 200) != 206:  # the range was ignored: the whole file follows
+            have = 0
+        length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+        total = have + int(length) if length and length.isdigit() else 0
+        done = have
+        with part.open("ab" if have else "wb") as out:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+    if total and done < total:
+        raise OSError(f"connection closed after {done} of {total} bytes")
+
+
+def _partial_path(url: str, filename: str) -> Path:
+    folder = Path(os.environ.get(DOWNLOAD_DIR_ENV) or Path(tempfile.gettempdir()) / "partaware-downloads")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{filename}.part"
+
+
+@contextmanager
+def _download_lock(part: Path) -> Iterator[None]:
+    """An exclusive lock on ``<part>.lock`` (POSIX ``flock``; none where that does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(f"{part}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _progress_or_bar(progress: ProgressFn | None, name: str) -> Iterator[ProgressFn | None]:
+    """``progress`` as given, else a tqdm bar on stderr when it is a terminal (tqdm ships with huggingface_hub)."""
+    if progress is not None or not sys.stderr.isatty():
+        yield progress
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        yield None
+        return
+    with tqdm(desc=f"download {name}", unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
+
+        def update(done: int, total: int) -> None:
+            bar.total = total or None
+            bar.update(done - bar.n)
+
+        yield update
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def resolve_url(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:

@@ -7,10 +7,14 @@ Layout, one folder per feature key::
         errors-<shard>.parquet regions skipped in that shard (region id, reason), written before its part
         part-<shard>.parquet   one row per encoded region: row, region_id, one column per tap
         errors.parquet         every skipped region (merged at the end)
-        _SUCCESS               written last: the key's inputs, taps and their shapes, rows, errors, bytes
+        _SUCCESS               written last, once: the key's inputs, taps and their shapes, rows, errors,
+                               bytes, and every data file with its size (``files``)
+        .writer.lock           held by the one process extracting this key (``partaware.locks``)
 
 A part file appears whole (atomic write) and only once every region of its shard is in it, so its
-existence marks the shard done. The key is a digest of everything that changes the bytes (dataset
+existence marks the shard done. A ``_SUCCESS`` whose ``files`` disagree with the folder (a part
+missing, replaced or added) marks a half-published set: readers refuse it and the next extraction
+repairs it (``publish_problem``). The key is a digest of everything that changes the bytes (dataset
 version, which kinds of manifest rows were encoded, encoder name and weights digest, input size,
 mean/std/interpolation, preprocessing version, compute precision, taps and their storage dtype), never of
 a path.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -98,6 +103,32 @@ def part_name(shard: int) -> str:
 
 def errors_name(shard: int) -> str:
     return f"errors-{shard:05d}.parquet"
+
+
+def data_files(froot: StorageRoot) -> dict[str, int]:
+    """Name -> size of the folder's data files (parts and errors tables; no plan, marker or lock), one listing."""
+    try:
+        entries = froot.fs.ls(froot.path, detail=True)
+    except FileNotFoundError:
+        return {}
+    names = {posixpath.basename(e["name"].rstrip("/")): int(e.get("size") or 0) for e in entries}
+    return {n: size for n, size in names.items() if n.endswith(".parquet") and not n.startswith(".")}
+
+
+def publish_problem(froot: StorageRoot, info: dict[str, Any]) -> str | None:
+    """Why a feature folder disagrees with its ``_SUCCESS`` (None when it agrees): checked on every cache hit,
+    so it costs one listing. Older markers without ``files`` are checked by their shard count."""
+    found = data_files(froot)
+    if "files" in info:
+        expected = {n: int(size) for n, size in info["files"].items()}
+        if found != expected:
+            changed = sorted(n for n in set(found) | set(expected) if found.get(n) != expected.get(n))
+            return f"its files differ from what _SUCCESS lists: {', '.join(changed[:5])}"
+        return None
+    parts = [n for n in found if _PART.match(n)]
+    if "shards" in info and len(parts) != int(info["shards"]):
+        return f"{len(parts)} part files where _SUCCESS says {info['shards']} shards"
+    return None
 
 
 def completed_shards(froot: StorageRoot) -> set[int]:
@@ -214,6 +245,11 @@ def read_features(root: StorageRoot, key: str, taps: Sequence[str] | None = None
     errors = []
     if froot.exists(ERRORS_FILE):
         errors = read_columns(froot, ERRORS_FILE).to_pylist()
+    if len(row_arr) != int(info.get("rows", len(row_arr))) or len(np.unique(row_arr)) != len(row_arr):
+        raise StorageError(
+            f"feature set {key} under {root.uri} holds {len(row_arr)} rows ({len(np.unique(row_arr))} distinct) "
+            f"where its _SUCCESS says {info.get('rows')}: rerun the extraction to repair it"
+        )
     id_arr = np.concatenate(ids) if ids else np.zeros(0, dtype=object)
     return FeatureSet(key, id_arr[order], row_arr[order], features, info, errors)
 

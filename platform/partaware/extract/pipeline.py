@@ -19,6 +19,7 @@ segmentation; the kinds are in the feature key, and each feature row keeps its m
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -31,6 +32,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
+from pyarrow import ArrowException
 
 from partaware.datasets.convert import is_label_map_row
 from partaware.datasets.store import PreparedDataset, open_prepared
@@ -38,7 +40,7 @@ from partaware.encoders.base import PREPROCESS_VERSION, EncoderSpec
 from partaware.encoders.digests import known_weights_digest, remember_weights_digest
 from partaware.encoders.loading import load_encoder
 from partaware.encoders.registry import ENCODERS
-from partaware.errors import SpecError
+from partaware.errors import SpecError, StorageError
 from partaware.extract.crops import crop_regions
 from partaware.extract.features import (
     ERRORS_FILE,
@@ -46,18 +48,29 @@ from partaware.extract.features import (
     PLAN_FILE,
     ExtractionError,
     completed_shards,
+    data_files,
     errors_name,
     errors_table,
     feature_key,
     part_name,
+    publish_problem,
     read_columns,
     read_schema,
     shard_table,
     tap_info,
     write_table,
 )
+from partaware.locks import writer_lock
 from partaware.parquet import parquet_bytes_to_table
-from partaware.storage import StorageRoot, filesystem_for, s3_endpoint, safe_relpath
+from partaware.storage import (
+    SUCCESS,
+    StorageRoot,
+    filesystem_for,
+    s3_endpoint,
+    s3_limits_env,
+    safe_relpath,
+    storage_error,
+)
 
 ProgressFn = Callable[[int, int], None]
 PRECISIONS = ("fp32", "bf16")
@@ -319,6 +332,8 @@ class ExtractionResult:
     workers: dict[str, dict[str, float]] = field(default_factory=dict)
     duplicates_dropped: int = 0
     device: str = "cpu"
+    waited_s: float = 0.0  # for another writer of the same key (it held the writer lock)
+    repaired: list[str] = field(default_factory=list)  # what a half-published folder had that was removed
 
     @property
     def regions_per_s(self) -> float:
@@ -454,13 +469,9 @@ def extract_features(
     froot = root.sub(FEATURES, key)
     base = {"key": key, "uri": froot.uri, "encoder": spec.name, "dataset": prepared.name}
     base["dataset_version"] = prepared.version
-    if froot.is_complete():
-        info = froot.completion_info()
-        return ExtractionResult(
-            **base, status="cached", rows=info["rows"], errors=info["errors"], regions_encoded=0,
-            shards_total=info.get("shards", 0), shards_kept=info.get("shards", 0),
-            seconds=time.perf_counter() - start,
-        )  # fmt: skip
+    cached = _published(froot, base, start)
+    if cached is not None:
+        return cached
 
     loaded = loaded or load_encoder(spec, root=root, device="cpu", seed=seed)
     loaded.check_taps(taps)  # before Ray: a tap the encoder does not have is a spec error, not an actor crash
@@ -471,26 +482,125 @@ def extract_features(
         manifest_rows, indices = region_rows, list(range(len(region_rows)))
     else:
         manifest_rows, indices = _selected(prepared, kinds)
-    if froot.exists(PLAN_FILE):
-        shard_regions = int(froot.read_json(PLAN_FILE)["shard_regions"])
-    else:
-        froot.write_json(
-            {"shard_regions": shard_regions, "encoder": spec.name, "dataset": prepared.name,
-             "dataset_version": prepared.version, "taps": taps, "weights_digest": digest, "precision": precision,
-             "kinds": kinds},
-            PLAN_FILE,
-        )  # fmt: skip
-    shards = plan_shards(manifest_rows, shard_regions, indices=indices)
-    kept = completed_shards(froot)
-    todo = [s for s in shards if s[0].shard not in kept]
-    stats = RunStats()
-    device = "cpu"
-    if todo:
-        device = _run_pipeline(froot, prepared, spec, todo, taps=taps, digest=digest, seed=seed, options=opts,
-                               progress=progress, stats=stats, root_uri=root.uri)  # fmt: skip
+    plan = {"shard_regions": shard_regions, "encoder": spec.name, "dataset": prepared.name,
+            "dataset_version": prepared.version, "taps": taps, "weights_digest": digest, "precision": precision,
+            "kinds": kinds}  # fmt: skip
+    with writer_lock(root, FEATURES, key) as waited:  # one writer per key; a second one waits, then hits the cache
+        cached = _published(froot, base, start)
+        if cached is not None:
+            return replace(cached, waited_s=waited)
+        repaired = _unpublish(froot)
+        shards = plan_shards(manifest_rows, _plan(froot, plan), indices=indices)
+        repaired += _drop_bad_parts(froot, shards)
+        kept = completed_shards(froot)
+        todo = [s for s in shards if s[0].shard not in kept]
+        stats = RunStats()
+        device = "cpu"
+        if todo:
+            device = _run_pipeline(froot, prepared, spec, todo, taps=taps, digest=digest, seed=seed, options=opts,
+                                   progress=progress, stats=stats, root_uri=root.uri)  # fmt: skip
+        n_rows, n_err = _publish(froot, manifest_rows, taps, opts, stats, {
+            **base, "weights_digest": digest, "input_size": spec.input_size, "preprocess_version": PREPROCESS_VERSION,
+            "precision": precision, "kinds": kinds, "shards": len(shards),
+        })  # fmt: skip
+    if n_rows is None:  # another writer (object stores: no lock) published first; its set is the one
+        theirs = _published(froot, base, start)
+        if theirs is None:
+            raise StorageError(f"{froot.uri}: another writer published this feature set at the same time and its "
+                               "files disagree; rerun the extraction to repair it")  # fmt: skip
+        return theirs
+    return ExtractionResult(
+        **base, status="ran", rows=n_rows, errors=n_err, regions_encoded=stats.regions,
+        shards_total=len(shards), shards_kept=len(kept), shards_written=len(todo),
+        seconds=time.perf_counter() - start,
+        timings={"read": stats.t_read, "decode": stats.t_decode, "encode": stats.t_encode, "write": stats.t_write},
+        workers={
+            w: {**v, "regions_per_s": v["regions"] / v["encode_s"] if v["encode_s"] else 0.0}
+            for w, v in stats.workers.items()
+        },
+        duplicates_dropped=stats.duplicates_dropped, device=device, waited_s=waited, repaired=repaired,
+    )  # fmt: skip
 
+
+# --- publishing: the cache hit, the plan, repairs, the one _SUCCESS -------------------------------
+
+
+def _published(froot: StorageRoot, base: dict[str, Any], start: float) -> ExtractionResult | None:
+    """The cache hit: a complete feature set whose files agree with its ``_SUCCESS`` (None otherwise)."""
+    if not froot.is_complete():
+        return None
+    info = froot.completion_info()
+    if publish_problem(froot, info) is not None:
+        return None  # half-published: the writer that takes the lock repairs it
+    return ExtractionResult(
+        **base, status="cached", rows=info["rows"], errors=info["errors"], regions_encoded=0,
+        shards_total=info.get("shards", 0), shards_kept=info.get("shards", 0), seconds=time.perf_counter() - start,
+    )  # fmt: skip
+
+
+def _unpublish(froot: StorageRoot) -> list[str]:
+    """Remove a ``_SUCCESS`` that disagrees with the files it describes (held under the writer lock):
+    the parts are then checked one by one and only the bad ones recomputed."""
+    if not froot.is_complete():
+        return []
+    problem = publish_problem(froot, froot.completion_info()) or "it disagrees with the files"
+    froot.fs.rm_file(froot.join(SUCCESS))
+    return [f"_SUCCESS removed: {problem}"]
+
+
+def _plan(froot: StorageRoot, plan: dict[str, Any]) -> int:
+    """The shard size fixed by the first run of this key (created once: a rerun resumes with it)."""
+    with contextlib.suppress(FileExistsError):
+        froot.write_json(plan, PLAN_FILE, exclusive=True)
+    return int(froot.read_json(PLAN_FILE)["shard_regions"])
+
+
+def _drop_bad_parts(froot: StorageRoot, shards: list[list[ImageJob]]) -> list[str]:
+    """Remove every part file that does not hold exactly its shard's regions (a stray shard, another plan's,
+    an unreadable file), with its errors table: those shards are computed again. Returns what went, and why.
+
+    Each part was written whole, so this finds only what something else left (a half-published folder).
+    A storage failure while reading is raised, never taken for a bad part.
+    """
+    expected = {shard[0].shard: sorted(rid for job in shard for rid in job.region_ids) for shard in shards}
+    dropped = []
+    for s in sorted(completed_shards(froot)):
+        why = None if s in expected else "its shard is not in the plan"
+        if why is None:
+            try:
+                ids = read_columns(froot, part_name(s), ["region_id"]).column("region_id").to_pylist()
+                if froot.exists(errors_name(s)):
+                    ids += read_columns(froot, errors_name(s), ["region_id"]).column("region_id").to_pylist()
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, ArrowException) as e:
+                if storage_error(e, froot.uri) is not None:
+                    raise
+                why = f"unreadable ({type(e).__name__})"
+            else:
+                why = None if sorted(ids) == expected[s] else "it holds other regions than its shard"
+        if why is not None:
+            for name in (part_name(s), errors_name(s)):
+                if froot.exists(name):
+                    froot.fs.rm_file(froot.join(name))
+            dropped.append(f"{part_name(s)} removed: {why}")
+    return dropped
+
+
+def _publish(
+    froot: StorageRoot,
+    manifest_rows: list[dict[str, Any]],
+    taps: list[str],
+    opts: ExtractionOptions,
+    stats: RunStats,
+    info: dict[str, Any],
+) -> tuple[int | None, int]:
+    """Verify every shard, merge the errors, then write ``_SUCCESS`` (last, and only if there is none yet).
+
+    Returns (rows, errors); rows is None when another writer's ``_SUCCESS`` was there first.
+    """
     t0 = time.perf_counter()
-    n_rows, n_err, tap_info = verify_feature_set(froot, [r["region_id"] for r in manifest_rows])
+    n_rows, n_err, shapes = verify_feature_set(froot, [r["region_id"] for r in manifest_rows])
     error_parts = [
         parquet_bytes_to_table(froot.read_bytes(errors_name(s))).to_pylist()
         for s in sorted(completed_shards(froot))
@@ -512,35 +622,16 @@ def extract_features(
             f"{n_err} of {total} regions ({rate:.1%}) could not be encoded, above the allowed "
             f"{opts.max_error_rate:.1%}; see {froot.uri_of(ERRORS_FILE)} (first: {sample})"
         )
-    if not tap_info:  # every region failed (allowed by the threshold): shapes unknown
-        tap_info = {t: {"shape": [], "dtype": "float32"} for t in taps}
-    size = sum(froot.fs.size(froot.join(name)) for name in froot.listdir() if not name.startswith("."))
-    info = {
-        **base,
-        "weights_digest": digest,
-        "input_size": spec.input_size,
-        "preprocess_version": PREPROCESS_VERSION,
-        "precision": precision,
-        "kinds": kinds,
-        "taps": tap_info,
-        "rows": n_rows,
-        "errors": n_err,
-        "shards": len(shards),
-        "bytes": size,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    froot.mark_complete(info=info)
-    return ExtractionResult(
-        **base, status="ran", rows=n_rows, errors=n_err, regions_encoded=stats.regions,
-        shards_total=len(shards), shards_kept=len(kept), shards_written=len(todo),
-        seconds=time.perf_counter() - start,
-        timings={"read": stats.t_read, "decode": stats.t_decode, "encode": stats.t_encode, "write": stats.t_write},
-        workers={
-            w: {**v, "regions_per_s": v["regions"] / v["encode_s"] if v["encode_s"] else 0.0}
-            for w, v in stats.workers.items()
-        },
-        duplicates_dropped=stats.duplicates_dropped, device=device,
-    )  # fmt: skip
+    if not shapes:  # every region failed (allowed by the threshold): shapes unknown
+        shapes = {t: {"shape": [], "dtype": "float32"} for t in taps}
+    files = data_files(froot)
+    info = {**info, "taps": shapes, "rows": n_rows, "errors": n_err, "bytes": sum(files.values()), "files": files,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    try:
+        froot.mark_complete(info=info, exclusive=True)
+    except FileExistsError:
+        return None, 0
+    return n_rows, n_err
 
 
 def _region_rows(regions: Any) -> list[dict[str, Any]]:
@@ -604,7 +695,9 @@ def _run_pipeline(
     expected = {shard[0].shard: sum(len(j.rows) for j in shard) for shard in todo}
     total = sum(expected.values())
     endpoint = s3_endpoint()
-    remote_env = {"runtime_env": {"env_vars": dict(o.worker_env)}} if o.worker_env else {}
+    # the run's S3 limits (a spec's storage_options) reach workers of a Ray started before they were set
+    worker_env = {**(s3_limits_env() if "://" in prepared.uri else {}), **(o.worker_env or {})}
+    remote_env = {"runtime_env": {"env_vars": worker_env}} if worker_env else {}
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / o.images_per_task)))
     ds = ds.map_batches(

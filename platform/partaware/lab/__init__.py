@@ -8,5 +8,5 @@ images with the *same* budget, and the results enter the zoo ``lab`` as ``lab/<o
 Modules: ``backbone`` (the shared ViT and token-level forwards), ``augment`` (one augmentation
 base), ``objectives`` (one module per method), ``data`` (images + labels from a prepared dataset),
 ``train`` (the loop: checkpoints, resume, weights with digest), ``zoo`` (encoder specs + weight
-resolver), ``ray_train`` (each objective as its own Ray task). Only ``ray_train`` imports Ray.
+resolver), ``ray_tasks`` (each objective as its own Ray task). Only ``ray_tasks`` imports Ray.
 """

@@ -32,15 +32,23 @@ def retrieval_baselines(labels, dim: int, *, exclude_self: bool = False, seed: i
 
 
 def segmentation_baselines(labels_train, labels_test, num_classes: int) -> dict[str, float]:
+    train = np.asarray(labels_train).ravel()
+    test = np.asarray(labels_test).ravel()
+    return segmentation_baselines_from_pixels(
+        np.bincount(train[train != IGNORE_INDEX], minlength=num_classes),
+        np.bincount(test[test != IGNORE_INDEX], minlength=num_classes),
+    )
+
+
+def segmentation_baselines_from_pixels(train_pixels, test_pixels) -> dict[str, float]:
+    """``segmentation_baselines`` from labelled pixels per class (K,) of train and of the scored split: for
+    label maps at their own sizes, too large to hold at once."""
     from partaware.probes.uncertainty import miou
 
-    train = np.asarray(labels_train).ravel()
-    majority = int(np.bincount(train[train != IGNORE_INDEX], minlength=num_classes).argmax())
-    test = np.asarray(labels_test).ravel()
-    test = test[test != IGNORE_INDEX]
-    gt = np.bincount(test, minlength=num_classes).astype(np.float64)
-    pred = np.zeros(num_classes)
-    pred[majority] = test.size
-    inter = np.zeros(num_classes)
+    majority = int(np.asarray(train_pixels).argmax())
+    gt = np.asarray(test_pixels, dtype=np.float64)
+    pred = np.zeros(gt.size)
+    pred[majority] = gt.sum()
+    inter = np.zeros(gt.size)
     inter[majority] = gt[majority]
     return {"majority": 100.0 * float(miou(inter, gt, pred))}

@@ -197,8 +197,11 @@ def _same_images_blocks(d: ReportData) -> list[Block]:
         label = enc + (" (control)" if any(enc in p.controls for p in d.same_images) else "")
         rows.append([label, *cells])
     rows.append(["chance (object / part)", *[f"{fmt(p.chance[0])} / {fmt(p.chance[1])}" for p in d.same_images]])
+    datasets = sorted({n.strip().lower() for p in d.same_images for n in p.label.split(" · ", 1)[0].split(" / ")})
+    paper = {"ade20k-object", "ade20k-part", "pascal-object", "pascal-part"}
+    where = "paper Figure 6" if set(datasets) <= paper else f"same protocol as paper Figure 6, on {', '.join(datasets)}"
     return [
-        Heading(3, "Same images, object vs part granularity (paper Figure 6)", "same-images"),
+        Heading(3, f"Same images, object vs part granularity ({where})", "same-images"),
         TableBlock(
             ["encoder", *[p.label for p in d.same_images]],
             rows,
@@ -222,8 +225,8 @@ def _verdict_blocks(d: ReportData) -> list[Block]:
     out.append(_family_table(d))
     out.extend(_same_images_blocks(d))
     for name, caption in (
-        ("same_images.png", "Figure 6: the same images probed at object and at part granularity, with 95% "
-         "intervals and each level's chance."),
+        ("same_images.png", "The same images probed at object and at part granularity (as in the paper's Figure "
+         "6), with 95% intervals and each level's chance."),
         ("object_vs_part.png", "Level scores per encoder, one panel per level and metric: error bars = 95% "
          "interval, lines = chance / majority / random-feature baselines, hatched = control."),
         ("family_bars.png", "Per family, one panel per level and metric: mean score, error bar = mean of the "

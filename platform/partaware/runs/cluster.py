@@ -29,8 +29,17 @@ from typing import Any
 from partaware.errors import PartawareError, UnknownNameError
 
 CONNECT_TIMEOUT_S = 5.0
-#: Environment variables a submitted job may carry: endpoints and switches, never credentials.
-FORWARDED_ENV = ("PARTAWARE_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE")
+#: Environment variables a submitted job may carry: endpoints, limits and switches, never credentials.
+#: The S3 limits include a spec's ``storage_options``, set for the submission (``s3_limits_applied``).
+FORWARDED_ENV = (
+    "PARTAWARE_S3_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "HF_HUB_OFFLINE",
+    "PARTAWARE_S3_CONNECT_TIMEOUT",
+    "PARTAWARE_S3_READ_TIMEOUT",
+    "PARTAWARE_S3_MAX_ATTEMPTS",
+)
 _EMBEDDED_ENV = {  # loopback-only, no token file, no usage reporting (see stack-notes §2)
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",

@@ -27,7 +27,7 @@ from typing import Any
 from partaware.errors import SpecError
 from partaware.runs.records import Output, StageRecord, read_output, read_record, write_record
 from partaware.spec import JobSpec, dump_spec
-from partaware.storage import StorageRoot
+from partaware.storage import StorageRoot, s3_limits_applied
 
 ProgressFactory = Callable[[str], Any]  # description -> context manager yielding update(done, total)
 
@@ -151,8 +151,25 @@ def run_job(
 
     With ``run_id`` of an existing run the run is resumed: it must have been started with the same
     resolved spec, and its finished stages are restored from their records, not run again. Any
-    exception (Ctrl-C included) marks the run ``failed`` or ``interrupted`` and is re-raised.
+    exception (Ctrl-C included) marks the run ``failed`` or ``interrupted`` and is re-raised. The spec's
+    ``storage_options`` (S3 timeouts and attempts) hold for the whole run, over ``$PARTAWARE_S3_*``.
     """
+    with s3_limits_applied(spec.storage_options.overrides()):
+        return _run_stages(spec, storage=storage, progress=progress, on_stage=on_stage, on_start=on_start,
+                           run_id=run_id, ray_address=ray_address, echo=echo)  # fmt: skip
+
+
+def _run_stages(
+    spec: JobSpec,
+    *,
+    storage: str | None,
+    progress: ProgressFactory | None,
+    on_stage: Callable[[StageRecord], None] | None,
+    on_start: Callable[[str], None] | None,
+    run_id: str | None,
+    ray_address: str | None,
+    echo: Callable[[str], None] | None,
+) -> tuple[str, list[StageRecord]]:
     from partaware.runs.stages import STAGES
 
     root = StorageRoot.open(storage or spec.storage)

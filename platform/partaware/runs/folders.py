@@ -29,6 +29,7 @@ def read_run(root: StorageRoot, run_id: str) -> dict[str, Any]:
         raise UnknownNameError("run", run_id, run_ids(root))
     run_root = root.sub("runs", run_id)
     state = run_root.read_json("state.json") if run_root.exists("state.json") else {"run_id": run_id}
+    state.setdefault("run_id", run_id)  # the folder names it, whatever state.json holds
     state.setdefault("state", "unknown")
     if state["state"] == RUNNING and _driver_gone(state):
         state["state"] = "lost"  # killed without a chance to record it; resumable

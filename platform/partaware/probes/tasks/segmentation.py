@@ -1,9 +1,14 @@
 """Linear semantic segmentation, protocol §3.5: patch tokens of blocks 4, 6, 8 and 12 (no final norm),
 resized and concatenated, one 1x1 conv, cross-entropy with ignore index 255; mIoU, mAcc, aAcc.
 
-``fast`` protocol (this platform's job default): the head is trained on the cached maps of each
-dataset image (resized to the encoder's input), no augmentation. The blocks scale with the encoder's
-depth (a 6-block lab encoder uses 2, 3, 4, 6).
+Variants (``variants: {segmentation: ...}``; recorded as ``protocol.segmentation_mode``):
+- ``fast`` (the default): the head is trained on the cached maps of each dataset image (resized to the
+  encoder's input), no augmentation, its hyperparameters searched like every tuned probe;
+- ``paper``: the paper's schedule with the frozen encoder in the loop (augmented crops at the paper's crop
+  sizes, AdamW 4e-4 with warmup and poly for ``segmentation_iterations``, sliding-window test), one Ray Train
+  run per seed, nothing searched (``partaware.probes.segmentation_paper``, ``partaware.train``).
+
+The blocks scale with the encoder's depth (a 6-block lab encoder uses 2, 3, 4, 6).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from partaware.probes.task import TRAIN_PARAMS, ProbeTask, register_task
 
 #: The paper's blocks for a 12-block ViT (1-based).
 PAPER_BLOCKS = (4, 6, 8, 12)
+VARIANTS = ("fast", "paper")
 
 
 def segmentation_blocks(depth: int) -> tuple[int, ...]:
@@ -32,5 +38,5 @@ SEGMENTATION = register_task(SegmentationTask(
     needs="label_maps", metric="miou", report_metrics=("miou", "macc", "aacc"), tuned=True, split_rule="held_out",
     protocol_version="1", paper="Table 2 (ADE20K), Table 4 (part segmentation), Figure 6 (object vs part)",
     search_params=TRAIN_PARAMS,
-    search_defaults={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}},
+    search_defaults={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, variants=VARIANTS,
 ))  # fmt: skip

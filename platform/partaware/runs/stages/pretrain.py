@@ -14,7 +14,7 @@ def run(ctx: RunContext) -> StageRecord:
     objectives = [name.split("/", 1)[1] for name in ctx.spec.resolved_encoders() if name.startswith("lab/")]
     if not objectives:
         return StageRecord.of(PretrainOutput(), "skipped", 0.0, "no lab encoders in this job")
-    from partaware.lab.ray_train import pretrain
+    from partaware.lab.ray_tasks import pretrain
 
     dataset = ctx.spec.datasets[0].name
     version = ctx.input(PrepareOutput).version(dataset)

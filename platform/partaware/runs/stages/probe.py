@@ -83,7 +83,8 @@ def run(ctx: RunContext) -> StageRecord:
     loaded: dict[Any, Any] = {}  # one manifest per dataset, the current encoder's features
     with bar as update:
         for done, (plan, features) in enumerate(plans, start=1):
-            key = probe_key(features.key, plan, get_task(plan.task).protocol_version, search_identity)
+            identity = {**search_identity, **_variant_identity(spec, plan.task)}
+            key = probe_key(features.key, plan, get_task(plan.task).protocol_version, identity)
             cache = (PROBES, f"{key}.json")
             if ctx.root.exists(*cache):
                 records.append(ResultRecord.model_validate({**ctx.root.read_json(*cache), "run_id": ctx.run_id}))
@@ -110,19 +111,39 @@ def run(ctx: RunContext) -> StageRecord:
     return StageRecord.of(out, "ran" if out.searched else "cached", time.perf_counter() - start, detail)
 
 
+def paper_segmentation(spec, task: str) -> bool:
+    """The plan runs the paper's segmentation schedule (encoder in the loop) instead of a search."""
+    return task == "segmentation" and spec.variants.get("segmentation") == "paper"
+
+
+def _variant_identity(spec, task: str) -> dict[str, Any]:
+    """What a non-default variant adds to the probe key (the fast path's keys stay as they were)."""
+    if not paper_segmentation(spec, task):
+        return {}
+    from partaware.probes.segmentation_paper import PAPER_VERSION
+
+    return {"variant": "paper", "paper_version": PAPER_VERSION, "iterations": spec.paper_segmentation_iterations}
+
+
+def _dataset(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict):
+    """(prepared dataset, manifest), each dataset opened once per stage."""
+    from partaware.datasets.store import open_prepared
+
+    if ("manifest", plan.dataset) not in loaded:
+        prepared = open_prepared(ctx.root, plan.dataset, features.dataset_version)
+        loaded["manifest", plan.dataset] = (prepared, prepared.manifest())
+    return loaded["manifest", plan.dataset]
+
+
 def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict):
     """(prepared dataset, feature set, features by probe split, labels by probe split, roles, classes)."""
     from partaware.datasets import DATASETS
-    from partaware.datasets.store import open_prepared
     from partaware.extract.features import read_features
     from partaware.probes.inputs import labelled_rows, role_splits, split_arrays
     from partaware.probes.tasks import get_task
 
     task, entry = get_task(plan.task), DATASETS.get(plan.dataset)
-    if ("manifest", plan.dataset) not in loaded:
-        prepared = open_prepared(ctx.root, plan.dataset, features.dataset_version)
-        loaded["manifest", plan.dataset] = (prepared, prepared.manifest())
-    prepared, manifest = loaded["manifest", plan.dataset]
+    prepared, manifest = _dataset(ctx, plan, features, loaded)
     if loaded.get("features", (None,))[0] != features.key:  # plans come grouped by encoder: read each set once
         loaded["features"] = (features.key, read_features(ctx.root, features.key))
     fs = loaded["features"][1]
@@ -145,17 +166,16 @@ def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: d
 
 
 def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict) -> ResultRecord:
-    from partaware.datasets.convert import class_list_of
-    from partaware.extract.pipeline import resolve_spec
     from partaware.probes.tasks import get_task
     from partaware.tune import run_probe_search
 
     spec, task = ctx.spec, get_task(plan.task)
+    if paper_segmentation(spec, plan.task):
+        return _run_paper(ctx, plan, features, loaded)
     prepared, fs, feats, labels, roles, classes = _inputs(ctx, plan, features, loaded)
     missing = [r for r in roles if task.split_rule == "held_out" and r in ("train", "test") and r not in feats]
     if missing or not feats:
         raise NothingToProbe(f"no {', '.join(missing) or 'gallery'} items (splits {roles})")
-    encoder = resolve_spec(plan.encoder)
     name = f"{plan.encoder}-{plan.dataset}-{plan.level}-{plan.task}-{plan.feature}".replace("/", "_")
     outcome = run_probe_search(
         plan.task, feats, labels, space=spec.search.get(plan.task) or task.search_defaults,
@@ -169,16 +189,73 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
     )  # fmt: skip
     if task.split_rule == "gallery":
         outcome.protocol["gallery"] = f"every item of split(s) {roles['gallery']}"
+    return _record(ctx, plan, features, outcome, prepared, fs.info.get("weights_digest", ""))
+
+
+def _record(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, outcome, prepared, weights_digest: str):
+    """The outcome as a ``ResultRecord`` of this run, with the class list that named the labels."""
+    from partaware.datasets.convert import class_list_of
+    from partaware.extract.pipeline import resolve_spec
+
+    encoder = resolve_spec(plan.encoder)
     names = class_list_of(prepared.info, plan.level)
     if names:  # which class list named the labels (and its digest): results on two lists never mix
         outcome.protocol["class_list"] = {k: names.get(k) for k in ("name", "sha256", "named", "version")}
     return outcome.to_record(
         run_id=ctx.run_id, encoder=plan.encoder, family=encoder.family, zoo=encoder.zoo, dataset=plan.dataset,
         dataset_version=prepared.version, level=plan.level, feature=plan.feature,
-        weights_digest=fs.info.get("weights_digest", ""), feature_key=features.key,
+        weights_digest=weights_digest, feature_key=features.key,
         random_weights=encoder.weights.kind == "random", control=encoder.family == "control",
         control_of=encoder.arch if encoder.family == "control" else "", versions=_versions(),
     )  # fmt: skip
+
+
+def _run_paper(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict) -> ResultRecord:
+    """The paper's segmentation schedule (``variants: {segmentation: paper}``): one Ray Train run per seed,
+    the encoder in the loop, trained on train (+ the dataset's own val when val is not held out), scored
+    once on the held-out split. No selection, so no search."""
+    from partaware.datasets import DATASETS
+    from partaware.extract.pipeline import resolve_spec
+    from partaware.probes.inputs import role_splits
+    from partaware.probes.label_maps import label_convention
+    from partaware.probes.segmentation_paper import (
+        PairReader,
+        PaperJob,
+        class_histogram,
+        geometry_for,
+        map_images,
+        median_short_side,
+    )
+    from partaware.probes.tasks import get_task
+    from partaware.train import run_paper_segmentation
+
+    spec, task, entry = ctx.spec, get_task(plan.task), DATASETS.get(plan.dataset)
+    prepared, manifest = _dataset(ctx, plan, features, loaded)
+    roles = role_splits(task.split_rule, entry.held_out, sorted(set(manifest.column("split").to_pylist())),
+                        entry.gallery)  # fmt: skip
+    train_splits = ",".join(roles[r] for r in ("train", "val") if r in roles)
+    train, test = map_images(manifest, plan.level, train_splits), map_images(manifest, plan.level, roles["test"])
+    if not train or not test:
+        raise NothingToProbe(f"no {'train' if not train else 'test'} label maps (splits {roles})")
+    convention = label_convention(prepared, plan.level)
+    job = PaperJob(
+        encoder=resolve_spec(plan.encoder), storage_uri=ctx.root.uri, dataset_uri=prepared.uri, dataset=plan.dataset,
+        level=plan.level, train=tuple(train), test=tuple(test), convention=convention,
+        geometry=geometry_for(plan.dataset, median_short_side(manifest, train + test)),
+        iterations=spec.paper_segmentation_iterations, seed=spec.seed, encoder_seed=spec.seed,
+    )  # fmt: skip
+    where = f"dataset {prepared.name} {prepared.version}"
+    train_pixels = class_histogram(PairReader(prepared.root, convention, where), train, convention.num_classes)
+    name = f"{plan.encoder}-{plan.dataset}-{plan.level}-segmentation-paper".replace("/", "_")
+    outcome, digest = run_paper_segmentation(
+        job, seeds=spec.seeds, storage_path=ctx.run_root.uri_of("train"), name=name, resources=spec.resources,
+        train_pixels=train_pixels, train_splits=train_splits,
+    )  # fmt: skip
+    outcome.protocol.update(
+        task_version=task.protocol_version, input=plan.feature, split_rule=task.split_rule,
+        scored_split=roles["test"], selection_split="none: the paper's fixed schedule",
+    )  # fmt: skip
+    return _record(ctx, plan, features, outcome, prepared, digest)
 
 
 def _versions() -> dict[str, str]:
