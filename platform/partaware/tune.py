@@ -1,5 +1,9 @@
 """Ray Tune at the edge: one honest hyperparameter search per (encoder, dataset, level, task).
 
+The protocol itself (the split, the final fit, the interval, the baselines, the record) is plain code in
+``partaware.probes.protocol``; this module samples configurations, runs the trials on Ray Tune and picks
+the best.
+
 Selection never sees the test split: trials get only ``train`` and ``val`` (a stratified split carved
 from train with a seed, unless the caller gives one) through the object store
 (``tune.with_parameters``), report the validation metric each epoch (``tune.report``) and ASHA stops
@@ -15,79 +19,28 @@ from __future__ import annotations
 
 import itertools
 import os
-import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
 from partaware.errors import PartawareError, SpecError
-from partaware.probes.baselines import classification_baselines, retrieval_baselines, segmentation_baselines
 from partaware.probes.errors import ProbeInputError
-from partaware.probes.fit import (
-    PRIMARY_METRIC,
-    TRAINED,
-    concat,
-    fit_and_predict,
-    fit_and_score,
-    infer_num_classes,
-    num_rows,
-    subset,
+from partaware.probes.fit import PRIMARY_METRIC, TRAINED, fit_and_score, infer_num_classes, num_rows
+from partaware.probes.linear import PER_HEAD_KEYS, train_linear_heads
+from partaware.probes.protocol import (  # noqa: F401  (SearchOutcome re-exported: callers build records from it)
+    SearchOutcome,
+    baselines_for,
+    final_fit,
+    protocol_record,
+    retrieval_outcome,
+    split_train_val,
 )
-from partaware.probes.linear import PER_HEAD_KEYS, linear_input, train_linear_heads
-from partaware.probes.retrieval import retrieval_ap
-from partaware.probes.splits import random_validation_split, stratified_validation_split
-from partaware.probes.uncertainty import LEVEL, RESAMPLES, average_items, item_interval, mean_interval
-from partaware.results import ResultRecord
 from partaware.spec import Resources, SearchDim, SearchSettings
 
 TASKS = ("retrieval", *PRIMARY_METRIC)
-
-
-@dataclass
-class SearchOutcome:
-    """Everything a ``ResultRecord`` needs from a search; ``to_record`` adds the run's identity."""
-
-    task: str
-    metric: str
-    value: float  # percent, mean over seeds
-    std: float | None
-    metrics: dict[str, float]
-    seeds: list[int]
-    n_train: int
-    n_val: int
-    n_test: int
-    search_space: dict[str, Any] = field(default_factory=dict)
-    best_config: dict[str, Any] = field(default_factory=dict)
-    trials: int = 0
-    trials_stopped_early: int = 0
-    trial_results: list[dict[str, Any]] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    cpu_hours: float = 0.0
-    gpu_hours: float = 0.0
-    protocol: dict[str, Any] = field(default_factory=dict)
-    experiment_path: str = ""
-    per_seed: list[float] = field(default_factory=list)
-    ci_low: float | None = None
-    ci_high: float | None = None
-    ci: dict[str, Any] = field(default_factory=dict)
-    baselines: dict[str, float] = field(default_factory=dict)
-    n_classes: int = 0
-
-    def to_record(self, **identity: Any) -> ResultRecord:
-        """A ``ResultRecord``; ``identity`` gives run_id, encoder, family, dataset, dataset_version, level,
-        feature and any optional field (zoo, weights_digest, feature_key, random_weights, versions)."""
-        return ResultRecord(
-            task=self.task, metric=self.metric, value=self.value, std=self.std, metrics=self.metrics,
-            seeds=self.seeds, n_train=self.n_train, n_val=self.n_val, n_test=self.n_test,
-            search_space=self.search_space, best_config=self.best_config, trials=self.trials,
-            trials_stopped_early=self.trials_stopped_early, trial_results=self.trial_results,
-            wall_seconds=self.wall_seconds, cpu_hours=self.cpu_hours, gpu_hours=self.gpu_hours,
-            protocol=self.protocol, per_seed=self.per_seed, ci_low=self.ci_low, ci_high=self.ci_high, ci=self.ci,
-            baselines=self.baselines, n_classes=self.n_classes, **identity,
-        )  # fmt: skip
 
 
 def tune_space(space: Mapping[str, SearchDim | Mapping[str, Any]]) -> dict[str, Any]:
@@ -131,21 +84,6 @@ def _storage(storage_path: str) -> tuple[str, Any]:
     return storage_path, None
 
 
-def _split_train_val(task: str, features_by_split, labels_by_split, fraction: float, seed: int):
-    """(train, val, how): the caller's val split, or one carved from train; never the test split."""
-    if "val" in features_by_split:
-        return ((features_by_split["train"], labels_by_split["train"]),
-                (features_by_split["val"], labels_by_split["val"]), "given val split")  # fmt: skip
-    x, y = features_by_split["train"], np.asarray(labels_by_split["train"])
-    if task == "segmentation":
-        tr, va = random_validation_split(len(y), fraction, seed=seed)
-        how = f"random {fraction:.0%} of train (seed {seed})"
-    else:
-        tr, va = stratified_validation_split(y, fraction, seed=seed)
-        how = f"stratified {fraction:.0%} of train (seed {seed})"
-    return (subset(x, tr), y[tr]), (subset(x, va), y[va]), how
-
-
 def _trial(config: dict[str, Any], *, data: dict[str, Any], task: str, num_classes: int, threads: int,
            device: str | None) -> None:  # fmt: skip
     """One Tune trial: fit on the selection-train part, report the validation metric every epoch."""
@@ -168,43 +106,65 @@ def _trial(config: dict[str, Any], *, data: dict[str, Any], task: str, num_class
     fit_and_score(task, data["train"], data["val"], config, num_classes=num_classes, on_epoch=report)
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    """What shapes a search besides its data: the space and budget, the seeds, where Tune keeps its state.
+
+    ``space``: the job spec's ``search[task]``; ``fixed``: settings every trial shares (``optimizer``,
+    ``feature``, ``eval_batch_stats`` ...). ``seeds``: the final fit's seeds (default ``[seed]``); mean and
+    std over them. ``heads_per_trial > 1`` (linear only, searching only ``lr``/``weight_decay``): the sampled
+    configurations are trained that many heads per trial in one pass over the data, which saves the per-trial
+    overhead; the record then counts heads as trials.
+    """
+
+    space: Mapping[str, SearchDim | Mapping[str, Any]] | None = None
+    settings: SearchSettings | None = None
+    seed: int = 0
+    seeds: Sequence[int] | None = None
+    storage_path: str | None = None  # absolute path or URI; Tune resumes an interrupted search from it
+    name: str = "search"
+    resources: Resources | None = None
+    fixed: Mapping[str, Any] | None = None
+    num_classes: int | None = None
+    resume: bool = True
+    exclude_self: bool = False  # retrieval: leave the query out of its own gallery
+    heads_per_trial: int = 1
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> SearchOptions:
+        """A copy with some fields replaced; an unknown name is an error listing the valid ones."""
+        valid = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ProbeInputError(f"unknown search option(s) {unknown}; valid: {', '.join(sorted(valid))}")
+        return replace(self, **overrides) if overrides else self
+
+
 def run_probe_search(
     task: str,
     features_by_split: Mapping[str, Any],
     labels_by_split: Mapping[str, Any],
     *,
-    space: Mapping[str, SearchDim | Mapping[str, Any]] | None = None,
-    settings: SearchSettings | None = None,
-    seed: int = 0,
-    seeds: Sequence[int] | None = None,
-    storage_path: str | None = None,
-    name: str = "search",
-    resources: Resources | None = None,
-    fixed: Mapping[str, Any] | None = None,
-    num_classes: int | None = None,
-    resume: bool = True,
-    exclude_self: bool = False,
-    heads_per_trial: int = 1,
+    options: SearchOptions | None = None,
+    **option_overrides: Any,
 ) -> SearchOutcome:
     """Search ``task``'s configuration on train/val, train the best on train+val, score it once on test.
 
     ``features_by_split``/``labels_by_split``: ``train`` and ``test`` (``val`` optional) as described in
-    ``partaware.probes.fit``. ``space``: the job spec's ``search[task]``; ``fixed``: settings every
-    trial shares (``optimizer``, ``feature``, ``eval_batch_stats`` ...). ``seeds``: the final fit's seeds
-    (default ``[seed]``); mean and std over them. Retrieval scores every split together (the paper's
-    gallery is the whole dataset) and needs no ``storage_path``. ``heads_per_trial > 1`` (linear only,
-    searching only ``lr``/``weight_decay``): the sampled configurations are trained that many heads
-    per trial in one pass over the data, which saves the per-trial overhead; the record then counts
-    heads as trials.
+    ``partaware.probes.fit``. How to search is ``options`` (a ``SearchOptions``; single fields may be given
+    as keywords, e.g. ``seed=1``). Retrieval scores every split together (in a job: the dataset's gallery)
+    and needs no ``storage_path``.
     """
     if task not in TASKS:
         raise ProbeInputError(f"unknown probe task {task!r}. Valid: {', '.join(sorted(TASKS))}")
-    settings = settings or SearchSettings()
-    resources = resources or Resources()
-    seeds = list(seeds) if seeds else [seed]
+    o = (options or SearchOptions()).with_overrides(option_overrides)
+    space, fixed, seed, storage_path, name = o.space, o.fixed, o.seed, o.storage_path, o.name
+    num_classes, resume, exclude_self, heads_per_trial = o.num_classes, o.resume, o.exclude_self, o.heads_per_trial
+    settings = o.settings or SearchSettings()
+    resources = o.resources or Resources()
+    seeds = list(o.seeds) if o.seeds else [seed]
     start = time.perf_counter()
     if task == "retrieval":
-        return _retrieval(
+        return retrieval_outcome(
             features_by_split,
             labels_by_split,
             exclude_self=exclude_self,
@@ -217,7 +177,7 @@ def run_probe_search(
     if storage_path is None:
         raise ProbeInputError("a search needs storage_path (an absolute path or a URI)")
 
-    train, val, how = _split_train_val(task, features_by_split, labels_by_split, settings.val_fraction, seed)
+    train, val, how = split_train_val(task, features_by_split, labels_by_split, settings.val_fraction, seed)
     test = (features_by_split["test"], labels_by_split["test"])
     n_cls = num_classes or infer_num_classes(train[1], val[1], test[1])
     metric = PRIMARY_METRIC[task]
@@ -231,47 +191,20 @@ def run_probe_search(
         task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric
     )
 
-    # The only place the test split is touched: the chosen configuration, trained on train + val.
-    full_train = (concat([train[0], val[0]]), np.concatenate([np.asarray(train[1]), np.asarray(val[1])]))
-    final_start = time.perf_counter()
-    fits = [fit_and_predict(task, full_train, test, {**best_config, "seed": s}, num_classes=n_cls, items=True)
-            for s in seeds]  # fmt: skip
-    final_s = time.perf_counter() - final_start
-    per_seed = [m for m, _ in fits]
-    keys = [k for k in per_seed[0] if k not in ("epoch", "train_loss")]
-    means = {k: 100.0 * statistics.fmean(m[k] for m in per_seed) for k in keys}
-    std = 100.0 * statistics.stdev(m[metric] for m in per_seed) if len(per_seed) > 1 else None
-    low, high = item_interval(metric, average_items([items for _, items in fits]), seed=seed)
-    units = "images" if task == "segmentation" else "test items"
+    final = final_fit(task, train, val, test, best_config, seeds, n_cls, seed=seed)
     stopped = sum(1 for t in trial_results if t["stopped_early"])
     return SearchOutcome(
-        task=task, metric=metric, value=means[metric], std=std, metrics=means, seeds=seeds,
+        task=task, metric=metric, value=final.means[metric], std=final.std, metrics=final.means, seeds=seeds,
         n_train=num_rows(train[0]), n_val=num_rows(val[0]), n_test=num_rows(test[0]),
         search_space={**_space_json(space), **{k: {"fixed": v} for k, v in fixed.items()}},
         best_config=best_config, trials=len(trial_results), trials_stopped_early=stopped,
         trial_results=trial_results, wall_seconds=time.perf_counter() - start,
-        cpu_hours=(trials_cpu_s + final_s * resources.cpus_per_trial) / 3600.0, gpu_hours=trials_gpu_s / 3600.0,
-        protocol=_protocol(task, how, settings, {**fixed, **best_config}, heads_per_trial),
-        experiment_path=experiment_path, per_seed=[100.0 * m[metric] for m in per_seed],
-        ci_low=_percent(low), ci_high=_percent(high), ci=_ci_record(units, seed),
-        baselines=_baselines(task, train, val, test, n_cls), n_classes=n_cls,
+        cpu_hours=(trials_cpu_s + final.seconds * resources.cpus_per_trial) / 3600.0,
+        gpu_hours=trials_gpu_s / 3600.0,
+        protocol=protocol_record(task, how, settings, {**fixed, **best_config}, heads_per_trial),
+        experiment_path=experiment_path, per_seed=final.per_seed, ci_low=final.ci_low, ci_high=final.ci_high,
+        ci=final.ci, baselines=baselines_for(task, train, val, test, n_cls), n_classes=n_cls,
     )  # fmt: skip
-
-
-def _percent(fraction: float) -> float | None:
-    return 100.0 * fraction if np.isfinite(fraction) else None
-
-
-def _ci_record(units: str, seed: int) -> dict[str, Any]:
-    return {"level": LEVEL, "method": "percentile bootstrap", "units": units, "resamples": RESAMPLES, "seed": seed}
-
-
-def _baselines(task: str, train, val, test, n_cls: int) -> dict[str, float]:
-    """Chance and majority on the scored split, the majority class taken from train + val."""
-    y_fit = np.concatenate([np.asarray(train[1]), np.asarray(val[1])])
-    if task == "segmentation":
-        return segmentation_baselines(y_fit, test[1], n_cls)
-    return classification_baselines(y_fit, test[1], n_cls)
 
 
 def _search_grid(task: str, space: dict, fixed: dict, settings: SearchSettings, seed: int) -> dict[str, Any]:
@@ -388,43 +321,3 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
 
 def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in config.items()}
-
-
-def _protocol(task: str, how: str, settings: SearchSettings, chosen: Mapping[str, Any], heads: int) -> dict[str, Any]:
-    protocol = {
-        "selection": f"hyperparameters chosen on a validation split: {how}; test never seen during selection",
-        "best_config_by": "last reported validation metric of each trial",
-        "final_fit": "best configuration retrained on train + val, scored once on test",
-        "asha": {"max_t": settings.max_epochs, "grace_period": settings.grace_period,
-                 "reduction_factor": settings.reduction_factor, "num_samples": settings.num_samples},
-        "paper_quirk_best_epoch_on_eval": False,
-        "heads_per_trial": heads,
-    }  # fmt: skip
-    if task == "attentive":
-        protocol["attentive_eval_batch_stats"] = bool(chosen.get("eval_batch_stats", False))
-    if task == "segmentation":
-        protocol["segmentation_mode"] = "fast: cached feature maps, no augmentation"
-    if task in ("linear", "knn"):
-        protocol["feature"] = chosen.get("feature", "cls")
-    return protocol
-
-
-def _retrieval(features_by_split, labels_by_split, *, exclude_self: bool, start: float, feature: str) -> SearchOutcome:
-    splits = list(features_by_split)
-    if not splits:
-        raise ProbeInputError(f"retrieval needs at least one split; got {sorted(features_by_split)}")
-    feats = linear_input(concat([features_by_split[s] for s in splits]), feature)  # an array, or one tap of a mapping
-    labels = np.concatenate([np.asarray(labels_by_split[s]) for s in splits])
-    result = retrieval_ap(feats, labels, exclude_self=exclude_self)
-    low, high = mean_interval(result.per_query)
-    baselines = retrieval_baselines(labels, int(np.asarray(feats).shape[1]), exclude_self=exclude_self)
-    wall = time.perf_counter() - start
-    return SearchOutcome(
-        task="retrieval", metric="ap", value=100.0 * result.ap, std=None, metrics=result.metrics(), seeds=[0],
-        n_train=0, n_val=0, n_test=len(labels), wall_seconds=wall, cpu_hours=wall / 3600.0,
-        protocol={"gallery": f"all items of splits {splits}", "feature": feature, "query_in_gallery": not exclude_self,
-                  "similarity": "cosine", "ap": "sklearn average_precision_score per query (exact, ties grouped)",
-                  "n_undefined_queries": result.n_undefined},
-        per_seed=[100.0 * result.ap], ci_low=_percent(low), ci_high=_percent(high), ci=_ci_record("queries", 0),
-        baselines=baselines, n_classes=len(np.unique(labels)),
-    )  # fmt: skip

@@ -21,18 +21,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from partaware.datasets.classlists import load_class_list, options_class_list
-from partaware.datasets.convert import (
-    Conversion,
-    ConverterOptions,
-    label_map_info,
-    parse_options,
-    run_conversion,
-)
-from partaware.datasets.labelmaps import convert_label_map_pairs, find_pairs, read_class_names
-from partaware.datasets.store import PreparedDataset
+from partaware.datasets.classlists import ClassList, load_class_list, options_class_list
+from partaware.datasets.convert import Conversion, ConverterOptions, label_map_info
+from partaware.datasets.labelmaps import LabelMapConverter, Pair, read_class_names
 from partaware.errors import DatasetError
-from partaware.storage import StorageRoot
 from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "ade20k-2"
@@ -72,32 +64,29 @@ class LabelMapOptions(ConverterOptions):
     classes_file: str | None = Field(None, description="text file in the source, one class name per line")
 
 
-def prepare_ade20k(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(root, "ade20k", "object", 150, [CHALLENGE_LAYOUT], source, options, workers, progress)
+class Ade20kConverter(LabelMapConverter):
+    """``ade20k``, the 150-class benchmark; subclasses are the Zhu-compatible releases (a shipped list names them)."""
 
+    name, version, options_model = "ade20k", CONVERTER_VERSION, LabelMapOptions
+    level, num_classes, layouts = "object", 150, [CHALLENGE_LAYOUT]
 
-def prepare_ade20k_part(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(
-        root, "ade20k-part", "part", 209, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress
-    )
+    @classmethod
+    def zhu_list(cls) -> ClassList | None:
+        zhu = load_class_list(ZHU_LISTS[cls.name]) if cls.name in ZHU_LISTS else None
+        if zhu is not None and len(zhu.ids) != cls.num_classes:
+            raise DatasetError(
+                f"{cls.name}: class list {zhu.name} has {len(zhu.ids)} classes, the dataset {cls.num_classes}"
+            )
+        return zhu
 
+    @classmethod
+    def extra_recipe(cls) -> dict | None:
+        zhu = cls.zhu_list()
+        return {"class_list": {"name": zhu.name, "sha256": zhu.sha256}} if zhu else None
 
-def prepare_ade20k_object(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(
-        root, "ade20k-object", "object", 59, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT], source, options, workers, progress
-    )
-
-
-def _prepare(
-    root, name, level, num_classes, layouts, source, options, workers, progress
-) -> tuple[PreparedDataset, bool]:
-    opts = parse_options(LabelMapOptions, name, options)
-    zhu = load_class_list(ZHU_LISTS[name]) if name in ZHU_LISTS else None
-    if zhu is not None and len(zhu.ids) != num_classes:
-        raise DatasetError(f"{name}: class list {zhu.name} has {len(zhu.ids)} classes, the dataset {num_classes}")
-
-    def body(conv: Conversion):
-        names, names_source = _class_names(conv, name, num_classes)
+    def records(self) -> list[Pair]:
+        conv, opts, zhu = self.conv, self.opts, self.zhu_list()
+        names, names_source = _class_names(conv, self.name, self.num_classes)
         record = None
         if names_source == "options":
             record = options_class_list(names, "class_names" if opts.class_names else "classes_file")
@@ -108,27 +97,29 @@ def _prepare(
                 zhu.record(),
             )
             zhu.add_to(conv.build)
-        pairs = find_pairs(conv, layouts, splits=opts.splits)
-        rows = convert_label_map_pairs(conv, pairs, level=level, num_classes=num_classes)
-        info = {
-            "description": f"{name}: {num_classes}-class {level} label maps",
-            "label_maps": label_map_info(level, names, names_source=names_source, class_list=record),
+        self._info = {
+            "description": f"{self.name}: {self.num_classes}-class {self.level} label maps",
+            "label_maps": label_map_info(self.level, names, names_source=names_source, class_list=record),
         }
         if record is not None:
-            info["class_lists"] = {level: record}
-        return rows, info
+            self._info["class_lists"] = {self.level: record}
+        return super().records()
 
-    return run_conversion(
-        root,
-        name,
-        source=source,
-        options=opts,
-        converter_version=CONVERTER_VERSION,
-        workers=workers,
-        progress=progress,
-        body=body,
-        extra_recipe={"class_list": {"name": zhu.name, "sha256": zhu.sha256}} if zhu else None,
-    )
+    def info(self) -> dict:
+        return self._info
+
+
+class Ade20kPartConverter(Ade20kConverter):
+    name, level, num_classes, layouts = "ade20k-part", "part", 209, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT]
+
+
+class Ade20kObjectConverter(Ade20kConverter):
+    name, level, num_classes, layouts = "ade20k-object", "object", 59, [PROCESSED_LAYOUT, CHALLENGE_LAYOUT]
+
+
+prepare_ade20k = Ade20kConverter.prepare
+prepare_ade20k_part = Ade20kPartConverter.prepare
+prepare_ade20k_object = Ade20kObjectConverter.prepare
 
 
 def _class_names(conv: Conversion, name: str, num_classes: int) -> tuple[list[str], str]:

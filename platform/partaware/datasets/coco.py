@@ -19,18 +19,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from partaware.datasets.convert import (
-    Conversion,
-    ConverterOptions,
-    image_error_kind,
-    load_image,
-    parse_options,
-    run_conversion,
-)
+from partaware.datasets.convert import Conversion, ConverterOptions, LoadedImage, image_error_kind, load_image
+from partaware.datasets.converter import Converter
 from partaware.datasets.patches import RULES, Keypoint, keypoint_patches
-from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError, UnsafePathError
-from partaware.storage import StorageRoot, safe_relpath
+from partaware.storage import safe_relpath
 from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "coco-1"
@@ -60,22 +53,6 @@ class CocoOptions(ConverterOptions):
         return keypoints
 
 
-def prepare_coco(
-    root: StorageRoot, *, source=None, options=None, workers=None, progress=None
-) -> tuple[PreparedDataset, bool]:
-    opts = parse_options(CocoOptions, "coco", options)
-    return run_conversion(
-        root,
-        "coco",
-        source=source,
-        options=opts,
-        converter_version=CONVERTER_VERSION,
-        workers=workers,
-        progress=progress,
-        body=_convert,
-    )
-
-
 def _image_folder(conv: Conversion, base: str, split: str) -> str:
     for cand in (posixpath.join(base, "images", split), posixpath.join(base, split)):
         cand = cand.lstrip("/")
@@ -84,56 +61,63 @@ def _image_folder(conv: Conversion, base: str, split: str) -> str:
     raise DatasetError(f"coco: {conv.source.uri}: no image folder images/{split}/ or {split}/ beside annotations/")
 
 
-def _convert(conv: Conversion) -> tuple[list[dict], dict]:
-    opts: CocoOptions = conv.options
-    ann_names = {s: f"annotations/person_keypoints_{s}.json" for s in opts.splits}
-    present = [s for s in opts.splits if any(f.endswith(ann_names[s]) for f in conv.source.files())]
-    if not present:
-        raise DatasetError(f"coco: {conv.source.uri} holds none of {sorted(ann_names.values())}")
-    class_of = {k: i for i, k in enumerate(opts.keypoints)}
-    work = []  # (split, source path, version path, annotation file, image record, [(ann, [(kp id, x, y)])])
-    for split in present:
-        base = conv.source.locate(ann_names[split])
-        ann_file = posixpath.join(base, ann_names[split]).lstrip("/")
-        image_recs, annotations = _read_annotation_file(conv, ann_file)
-        folder = _image_folder(conv, base, split)
+class CocoConverter(Converter):
+    name, version, options_model = "coco", CONVERTER_VERSION, CocoOptions
+
+    def records(self) -> list[tuple]:
+        """(split, source path, version path, annotation file, image record, [(ann, [(kp id, x, y)])])."""
+        conv, opts = self.conv, self.opts
+        ann_names = {s: f"annotations/person_keypoints_{s}.json" for s in opts.splits}
+        present = [s for s in opts.splits if any(f.endswith(ann_names[s]) for f in conv.source.files())]
+        if not present:
+            raise DatasetError(f"coco: {conv.source.uri} holds none of {sorted(ann_names.values())}")
+        self.class_of = {k: i for i, k in enumerate(opts.keypoints)}
+        work = []
+        for split in present:
+            base = conv.source.locate(ann_names[split])
+            ann_file = posixpath.join(base, ann_names[split]).lstrip("/")
+            image_recs, annotations = _read_annotation_file(conv, ann_file)
+            folder = _image_folder(conv, base, split)
+            persons = self._persons(ann_file, image_recs, annotations)
+            for image_id in sorted(persons, key=lambda x: (isinstance(x, str), x)):
+                rec = image_recs[image_id]
+                try:
+                    path, uri = _image_paths(folder, split, rec["file_name"])
+                except UnsafePathError as e:
+                    conv.records += 1  # examined, and bad
+                    conv.error(ann_file, f"image {image_id}", "unsafe-path", f"file_name {rec['file_name']!r}: {e}")
+                    continue
+                work.append((split, path, uri, ann_file, rec, persons[image_id]))
+        return work
+
+    def _persons(self, ann_file: str, image_recs: dict, annotations: list) -> dict[int | str, list]:
+        """The persons of each image with enough chosen keypoints (others can never count: skip them early)."""
         persons: dict[int | str, list] = {}
         for i, ann in enumerate(annotations):
             record = f"annotation {ann.get('id', f'#{i}')}" if isinstance(ann, dict) else f"annotation #{i}"
             try:
-                chosen, image_id = _annotation_keypoints(ann, class_of, boxes=opts.object_samples == "box")
+                chosen, image_id = _annotation_keypoints(ann, self.class_of, boxes=self.opts.object_samples == "box")
             except (KeyError, TypeError, ValueError) as e:
-                conv.error(ann_file, record, "unreadable-annotation", _problem(e))
+                self.conv.error(ann_file, record, "unreadable-annotation", _problem(e))
                 continue
             if image_id not in image_recs:
-                conv.error(ann_file, record, "unreadable-annotation", f"unknown image_id {image_id!r}")
+                self.conv.error(ann_file, record, "unreadable-annotation", f"unknown image_id {image_id!r}")
                 continue
             if image_recs[image_id] is None:  # its image record is bad: already an error row
                 continue
-            if len(chosen) >= opts.min_keypoints_per_person:  # others can never count: skip their image early
+            if len(chosen) >= self.opts.min_keypoints_per_person:
                 persons.setdefault(image_id, []).append((ann, chosen))
-        for image_id in sorted(persons, key=lambda x: (isinstance(x, str), x)):
-            rec = image_recs[image_id]
-            try:
-                path, uri = _image_paths(folder, split, rec["file_name"])
-            except UnsafePathError as e:
-                conv.records += 1  # examined, and bad
-                conv.error(ann_file, f"image {image_id}", "unsafe-path", f"file_name {rec['file_name']!r}: {e}")
-                continue
-            work.append((split, path, uri, ann_file, rec, persons[image_id]))
+        return persons
 
-    conv.total = len(work)
-    rows: list[dict] = []
+    def load(self, item: tuple) -> LoadedImage:
+        return load_image(self.conv.source, item[1], decode=self.opts.decode_images)
 
-    def load(item):
-        return load_image(conv.source, item[1], decode=opts.decode_images)
+    def failed(self, item: tuple, exc: Exception) -> None:
+        self.conv.error(item[1], f"image {item[4]['id']}", image_error_kind(exc), str(exc))
 
-    for (split, image_file, image_uri, ann_file, rec, anns), loaded in conv.map(load, work):
-        conv.records += 1
-        conv.tick()
-        if isinstance(loaded, Exception):
-            conv.error(image_file, f"image {rec['id']}", image_error_kind(loaded), str(loaded))
-            continue
+    def rows(self, item: tuple, loaded: LoadedImage) -> list[dict]:
+        conv, opts = self.conv, self.opts
+        split, _, image_uri, ann_file, rec, anns = item
         w, h = loaded.width, loaded.height
         pooled: list[tuple[dict, int, float, float]] = []
         counted = []
@@ -171,7 +155,7 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                     "region_id": f"{split}/{rec['id']}/{ann['id']}/kp{k:02d}",
                     "level": "part",
                     "label": KEYPOINT_NAMES[k - 1],
-                    "label_id": class_of[k],
+                    "label_id": self.class_of[k],
                     "box": [float(v) for v in p.box],
                     "keypoint": [p.x, p.y],
                     "keypoint_visible": True,
@@ -192,19 +176,22 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                         "sample_rule": "object-box",
                     }
                 )
-        if image_rows:
-            if image_uri not in conv.build.checksums:  # two records may name one file (``../``)
-                conv.build.add_file(image_uri, loaded.data)
-            rows.extend(image_rows)
-    info = {
-        "description": "COCO 2017 person keypoint-centred part patches (protocol §3.3)",
-        "part_classes": [KEYPOINT_NAMES[k - 1] for k in opts.keypoints],
-        "object_classes": ["person"],
-        "patch_rule": RULES[opts.patch_rule],
-        "distance_quirk": "distances over (x, y, annotation id), as the official code",
-        "crop": "boxes may extend past the image; extraction fills the outside with black (PIL crop)",
-    }
-    return rows, info
+        if image_rows and image_uri not in conv.build.checksums:  # two records may name one file (``../``)
+            conv.build.add_file(image_uri, loaded.data)
+        return image_rows
+
+    def info(self) -> dict:
+        return {
+            "description": "COCO 2017 person keypoint-centred part patches (protocol §3.3)",
+            "part_classes": [KEYPOINT_NAMES[k - 1] for k in self.opts.keypoints],
+            "object_classes": ["person"],
+            "patch_rule": RULES[self.opts.patch_rule],
+            "distance_quirk": "distances over (x, y, annotation id), as the official code",
+            "crop": "boxes may extend past the image; extraction fills the outside with black (PIL crop)",
+        }
+
+
+prepare_coco = CocoConverter.prepare
 
 
 def _read_annotation_file(conv: Conversion, ann_file: str) -> tuple[dict[int | str, dict | None], list]:

@@ -1,10 +1,10 @@
 """What every real-dataset converter shares: options, the idempotent run, image staging, bounded threads.
 
 A converter module only lists its source files and turns records into unified rows (the Hugging Face
-``datasets`` split: hooks for the format, one base for the risky part). ``run_conversion`` does the
-rest: validate options, open the source, skip the work when this recipe (converter version, options,
-source digest) was prepared before, count bad records, fail above ``max_error_rate`` with a summary,
-and publish.
+``datasets`` split: hooks for the format, one base for the risky part; the hooks are ``converter.Converter``'s).
+``run_conversion`` does the rest: validate options, open the source, skip the work when this recipe
+(converter version, options, source digest) was prepared before, count bad records, fail above
+``max_error_rate`` with a summary, and publish.
 
 Error rate = bad records / records examined, where a record is what the converter iterates over
 (an image, with its annotations); a bad record is named by file and record in ``errors.parquet``.

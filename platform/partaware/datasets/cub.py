@@ -18,18 +18,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from partaware.datasets.convert import (
-    Conversion,
-    ConverterOptions,
-    image_error_kind,
-    load_image,
-    parse_options,
-    run_conversion,
-)
+from partaware.datasets.convert import Conversion, ConverterOptions, LoadedImage, image_error_kind, load_image
+from partaware.datasets.converter import Converter
 from partaware.datasets.patches import RULES, Keypoint, keypoint_patches
-from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.storage import StorageRoot
 from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "cub-1"
@@ -43,22 +35,6 @@ class CubOptions(ConverterOptions):
     )
     patch_rule: Literal["code", "paper"] = Field("code", description="code: official loader; paper: d x d crop")
     object_samples: Literal["box", "whole-image", "none"] = Field("box", description="object-level rows per image")
-
-
-def prepare_cub(
-    root: StorageRoot, *, source=None, options=None, workers=None, progress=None
-) -> tuple[PreparedDataset, bool]:
-    opts = parse_options(CubOptions, "cub", options)
-    return run_conversion(
-        root,
-        "cub",
-        source=source,
-        options=opts,
-        converter_version=CONVERTER_VERSION,
-        workers=workers,
-        progress=progress,
-        body=_convert,
-    )
 
 
 def _table(conv: Conversion, base: str, name: str, ncols: int) -> list[tuple[int, list[str]]]:
@@ -91,65 +67,68 @@ def _mapping(conv: Conversion, base: str, name: str, parse) -> dict:
     return out
 
 
-def _convert(conv: Conversion) -> tuple[list[dict], dict]:
-    opts: CubOptions = conv.options
-    base = conv.source.locate("parts/part_locs.txt")
-    j = lambda *p: posixpath.join(base, *p) if base else posixpath.join(*p)  # noqa: E731
+class CubConverter(Converter):
+    name, version, options_model = "cub", CONVERTER_VERSION, CubOptions
 
-    images = _mapping(conv, base, "images.txt", lambda f: (int(f[0]), f[1].strip()))
-    split = _mapping(
-        conv, base, "train_test_split.txt", lambda f: (int(f[0]), {"1": "train", "0": "test"}[f[1].strip()])
-    )
-    classes = _mapping(conv, base, "classes.txt", lambda f: (int(f[0]), re.sub(r"^\d+\.", "", f[1].strip())))
-    image_class = _mapping(conv, base, "image_class_labels.txt", lambda f: (int(f[0]), int(f[1])))
-    part_names = _mapping(conv, base, "parts/parts.txt", lambda f: (int(f[0]), f[1].strip()))
-    unknown = [k for k in opts.keypoints if k not in part_names]
-    if unknown:
-        raise DatasetError(f"cub: keypoints {unknown} are not in parts/parts.txt (valid: {sorted(part_names)})")
-    boxes: dict[int, list[float]] = {}
-    if opts.object_samples == "box":
-        for n, f in _table(conv, base, "bounding_boxes.txt", 0):
+    def records(self) -> list[int]:
+        conv, opts = self.conv, self.opts
+        self.base = base = conv.source.locate("parts/part_locs.txt")
+        self.images = _mapping(conv, base, "images.txt", lambda f: (int(f[0]), f[1].strip()))
+        self.split = _mapping(
+            conv, base, "train_test_split.txt", lambda f: (int(f[0]), {"1": "train", "0": "test"}[f[1].strip()])
+        )
+        self.classes = _mapping(conv, base, "classes.txt", lambda f: (int(f[0]), re.sub(r"^\d+\.", "", f[1].strip())))
+        self.image_class = _mapping(conv, base, "image_class_labels.txt", lambda f: (int(f[0]), int(f[1])))
+        self.part_names = part_names = _mapping(conv, base, "parts/parts.txt", lambda f: (int(f[0]), f[1].strip()))
+        unknown = [k for k in opts.keypoints if k not in part_names]
+        if unknown:
+            raise DatasetError(f"cub: keypoints {unknown} are not in parts/parts.txt (valid: {sorted(part_names)})")
+        self.boxes: dict[int, list[float]] = {}
+        if opts.object_samples == "box":
+            for n, f in _table(conv, base, "bounding_boxes.txt", 0):
+                try:
+                    x, y, w, h = map(float, f[1:5])
+                    self.boxes[int(f[0])] = [x, y, x + w, y + h]
+                except (ValueError, IndexError):
+                    conv.error(self.j("bounding_boxes.txt"), f"line {n}", "unreadable-annotation", f"bad box line {f}")
+        self.keypoints = self._keypoints()
+        self.class_of = {k: i for i, k in enumerate(opts.keypoints)}
+        return sorted(self.images) if opts.object_samples != "none" else sorted(self.keypoints)
+
+    def j(self, *p: str) -> str:
+        return posixpath.join(self.base, *p) if self.base else posixpath.join(*p)
+
+    def _keypoints(self) -> dict[int, list[tuple[int, float, float, int]]]:
+        """(part id, x, y, line number) per image, visible and of the chosen classes only."""
+        wanted, locs = set(self.opts.keypoints), self.j("parts/part_locs.txt")
+        keypoints: dict[int, list[tuple[int, float, float, int]]] = {}
+        for n, f in _table(self.conv, self.base, "parts/part_locs.txt", 0):
             try:
-                x, y, w, h = map(float, f[1:5])
-                boxes[int(f[0])] = [x, y, x + w, y + h]
+                image_id, part_id, x, y, visible = int(f[0]), int(f[1]), float(f[2]), float(f[3]), int(float(f[4]))
             except (ValueError, IndexError):
-                conv.error(j("bounding_boxes.txt"), f"line {n}", "unreadable-annotation", f"bad box line {f}")
-
-    # keypoints per image: (part id, x, y, line number), visible and of the chosen classes only
-    wanted = set(opts.keypoints)
-    keypoints: dict[int, list[tuple[int, float, float, int]]] = {}
-    for n, f in _table(conv, base, "parts/part_locs.txt", 0):
-        try:
-            image_id, part_id, x, y, visible = int(f[0]), int(f[1]), float(f[2]), float(f[3]), int(float(f[4]))
-        except (ValueError, IndexError):
-            conv.error(j("parts/part_locs.txt"), f"line {n}", "unreadable-annotation", f"bad keypoint line {f}")
-            continue
-        if visible and part_id in wanted:
-            if image_id not in images:
-                conv.error(
-                    j("parts/part_locs.txt"), f"line {n}", "unreadable-annotation", f"unknown image id {image_id}"
-                )
+                self.conv.error(locs, f"line {n}", "unreadable-annotation", f"bad keypoint line {f}")
                 continue
-            keypoints.setdefault(image_id, []).append((part_id, x, y, n))
+            if visible and part_id in wanted:
+                if image_id not in self.images:
+                    self.conv.error(locs, f"line {n}", "unreadable-annotation", f"unknown image id {image_id}")
+                    continue
+                keypoints.setdefault(image_id, []).append((part_id, x, y, n))
+        return keypoints
 
-    class_of = {k: i for i, k in enumerate(opts.keypoints)}
-    todo = sorted(images) if opts.object_samples != "none" else sorted(keypoints)
-    conv.total = len(todo)
-    rows: list[dict] = []
-    load = lambda i: load_image(conv.source, j("images", images[i]), decode=opts.decode_images)  # noqa: E731
-    for image_id, loaded in conv.map(load, todo):
-        conv.records += 1
-        conv.tick()
-        image_file = j("images", images[image_id])
-        if isinstance(loaded, Exception):
-            conv.error(image_file, f"image {image_id}", image_error_kind(loaded), str(loaded))
-            continue
-        if image_id not in split:
+    def load(self, image_id: int) -> LoadedImage:
+        return load_image(self.conv.source, self.j("images", self.images[image_id]), decode=self.opts.decode_images)
+
+    def failed(self, image_id: int, exc: Exception) -> None:
+        self.conv.error(self.j("images", self.images[image_id]), f"image {image_id}", image_error_kind(exc), str(exc))
+
+    def rows(self, image_id: int, loaded: LoadedImage) -> list[dict]:
+        conv, opts, j = self.conv, self.opts, self.j
+        if image_id not in self.split:
             conv.error(j("train_test_split.txt"), f"image {image_id}", "unreadable-annotation", "image has no split")
-            continue
+            return []
         w, h = loaded.width, loaded.height
         kept = []
-        for part_id, x, y, n in keypoints.get(image_id, []):
+        for part_id, x, y, n in self.keypoints.get(image_id, []):
             if not (0 <= x <= w and 0 <= y <= h):
                 conv.error(
                     j("parts/part_locs.txt"),
@@ -160,14 +139,14 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                 continue
             kept.append((part_id, x, y))
         patches = keypoint_patches([Keypoint(x, y) for _, x, y in kept], rule=opts.patch_rule)
-        class_id = image_class.get(image_id)
-        obj_label = classes.get(class_id) if class_id is not None else None
+        class_id = self.image_class.get(image_id)
+        obj_label = self.classes.get(class_id) if class_id is not None else None
         common = {
             "image_id": str(image_id),
-            "image_uri": f"images/{images[image_id]}",
+            "image_uri": f"images/{self.images[image_id]}",
             "width": w,
             "height": h,
-            "split": split[image_id],
+            "split": self.split[image_id],
             "object_label": obj_label,
             "object_label_id": class_id - 1 if obj_label is not None else None,
         }
@@ -179,8 +158,8 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                     **common,
                     "region_id": f"{image_id}/kp{part_id:02d}",
                     "level": "part",
-                    "label": part_names[part_id],
-                    "label_id": class_of[part_id],
+                    "label": self.part_names[part_id],
+                    "label_id": self.class_of[part_id],
                     "box": [float(v) for v in p.box],
                     "keypoint": [p.x, p.y],
                     "keypoint_visible": True,
@@ -188,7 +167,7 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                 }
             )
         if opts.object_samples != "none" and obj_label is not None:
-            box = boxes.get(image_id) if opts.object_samples == "box" else None
+            box = self.boxes.get(image_id) if opts.object_samples == "box" else None
             if opts.object_samples == "box" and box is None:
                 conv.error(j("bounding_boxes.txt"), f"image {image_id}", "unreadable-annotation", "no bounding box")
             else:
@@ -205,12 +184,16 @@ def _convert(conv: Conversion) -> tuple[list[dict], dict]:
                 )
         if image_rows:
             conv.build.add_file(common["image_uri"], loaded.data)
-            rows.extend(image_rows)
-    info = {
-        "description": "CUB-200-2011 keypoint-centred part patches (protocol §3.3) and bird objects",
-        "part_classes": [part_names[k] for k in opts.keypoints],
-        "object_classes": [classes[k] for k in sorted(classes)],
-        "patch_rule": RULES[opts.patch_rule],
-        "crop": "boxes may extend past the image; extraction fills the outside with black (PIL crop)",
-    }
-    return rows, info
+        return image_rows
+
+    def info(self) -> dict:
+        return {
+            "description": "CUB-200-2011 keypoint-centred part patches (protocol §3.3) and bird objects",
+            "part_classes": [self.part_names[k] for k in self.opts.keypoints],
+            "object_classes": [self.classes[k] for k in sorted(self.classes)],
+            "patch_rule": RULES[self.opts.patch_rule],
+            "crop": "boxes may extend past the image; extraction fills the outside with black (PIL crop)",
+        }
+
+
+prepare_cub = CubConverter.prepare

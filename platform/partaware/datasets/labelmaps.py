@@ -16,6 +16,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from partaware.datasets.convert import (
     load_image,
     read_label_map,
 )
+from partaware.datasets.converter import Converter, convert_records
 from partaware.errors import DatasetError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG")
@@ -112,45 +114,69 @@ def check_label_map(labels: np.ndarray, image: LoadedImage, num_classes: int, fi
     return values
 
 
-def convert_label_map_pairs(conv: Conversion, pairs: Sequence[Pair], *, level: str, num_classes: int) -> list[dict]:
-    """Stage each good pair (image + map) and return one whole-image row per image."""
-    decode = getattr(conv.options, "decode_images", False)
+class LabelMapPairs:
+    """Load, check and stage image + label-map pairs (the record hooks of every label-map converter)."""
 
-    def load(pair: Pair):
+    def __init__(self, conv: Conversion, level: str, num_classes: int):
+        self.conv, self.level, self.num_classes = conv, level, num_classes
+        self.decode = getattr(conv.options, "decode_images", False)
+        self.present: Counter[int] = Counter()
+
+    def convert(self, pairs: Sequence[Pair]) -> list[dict]:
+        """Stage each good pair (image + map) and return one whole-image row per image."""
+        rows = convert_records(self.conv, pairs, self.load, self.rows, self.failed)
+        self.conv.stats["images_per_class"] = {str(k): n for k, n in sorted(self.present.items())}  # JSON keys
+        return rows
+
+    def load(self, pair: Pair) -> tuple[LoadedImage, bytes, np.ndarray]:
         if pair.image is None:
             raise RecordError("missing-image", pair.label or pair.stem, f"no image for label map {pair.stem!r}")
         if pair.label is None:
             raise RecordError("missing-label-map", pair.image, f"no label map for image {pair.stem!r}")
         try:
-            image = load_image(conv.source, pair.image, decode=decode)
+            image = load_image(self.conv.source, pair.image, decode=self.decode)
         except Exception as e:  # noqa: BLE001
             kind = "missing-image" if isinstance(e, FileNotFoundError) else "unreadable-image"
             raise RecordError(kind, pair.image, str(e)) from e
         try:
-            label_bytes = conv.source.read(pair.label)
+            label_bytes = self.conv.source.read(pair.label)
             labels = read_label_map(label_bytes)
         except Exception as e:  # noqa: BLE001
             raise RecordError("unreadable-annotation", pair.label, f"cannot read label map: {e}") from e
-        values = check_label_map(labels, image, num_classes, pair.label)
+        values = check_label_map(labels, image, self.num_classes, pair.label)
         return image, label_bytes, values
 
-    conv.total = len(pairs)
-    rows = []
-    present: Counter[int] = Counter()
-    for pair, result in conv.map(load, pairs):
-        conv.records += 1
-        conv.tick()
-        if isinstance(result, Exception):
-            file = getattr(result, "file", pair.image or pair.label or pair.stem)
-            conv.error(file, f"{pair.split}/{pair.stem}", getattr(result, "kind", "unreadable-image"), str(result))
-            continue
-        image, label_bytes, values = result
-        image_uri = conv.build.add_file(f"images/{pair.split}/{posixpath.basename(pair.image)}", image.data)
-        map_uri = conv.build.add_file(f"labels/{level}/{pair.split}/{pair.stem}.png", label_bytes)
-        present.update(int(v) for v in values if 0 < v <= num_classes)
-        rows.append(label_map_row(pair.split, pair.stem, image_uri, image, map_uri, level))
-    conv.stats["images_per_class"] = {str(k): n for k, n in sorted(present.items())}  # JSON keys
-    return rows
+    def failed(self, pair: Pair, exc: Exception) -> None:
+        file = getattr(exc, "file", pair.image or pair.label or pair.stem)
+        self.conv.error(file, f"{pair.split}/{pair.stem}", getattr(exc, "kind", "unreadable-image"), str(exc))
+
+    def rows(self, pair: Pair, loaded: tuple[LoadedImage, bytes, np.ndarray]) -> list[dict]:
+        image, label_bytes, values = loaded
+        build = self.conv.build
+        image_uri = build.add_file(f"images/{pair.split}/{posixpath.basename(pair.image)}", image.data)
+        map_uri = build.add_file(f"labels/{self.level}/{pair.split}/{pair.stem}.png", label_bytes)
+        self.present.update(int(v) for v in values if 0 < v <= self.num_classes)
+        return [label_map_row(pair.split, pair.stem, image_uri, image, map_uri, self.level)]
+
+
+def convert_label_map_pairs(conv: Conversion, pairs: Sequence[Pair], *, level: str, num_classes: int) -> list[dict]:
+    """Stage each good pair (image + map) and return one whole-image row per image."""
+    return LabelMapPairs(conv, level, num_classes).convert(pairs)
+
+
+class LabelMapConverter(Converter):
+    """A dataset of image + label-map folders: a subclass names its layouts, level, class count and ``info``."""
+
+    level: ClassVar[str]
+    num_classes: ClassVar[int]
+    layouts: ClassVar[Sequence[Layout]]
+
+    def records(self) -> list[Pair]:
+        return find_pairs(self.conv, self.layouts, splits=self.opts.splits)
+
+    def convert(self) -> tuple[list[dict], dict[str, Any]]:
+        pairs = self.records()
+        return convert_label_map_pairs(self.conv, pairs, level=self.level, num_classes=self.num_classes), self.info()
 
 
 def label_map_row(split: str, stem: str, image_uri: str, image: LoadedImage, map_uri: str, level: str) -> dict:

@@ -8,10 +8,8 @@ paper's processed layout ``LIP/{img,ann}/{train,val}``. Both are found anywhere 
 from __future__ import annotations
 
 from partaware.datasets.ade20k import LabelMapOptions
-from partaware.datasets.convert import Conversion, label_map_info, parse_options, run_conversion
-from partaware.datasets.labelmaps import convert_label_map_pairs, find_pairs, read_class_names
-from partaware.datasets.store import PreparedDataset
-from partaware.storage import StorageRoot
+from partaware.datasets.convert import label_map_info
+from partaware.datasets.labelmaps import LabelMapConverter, Pair, read_class_names
 
 CONVERTER_VERSION = "lip-1"
 LIP_CLASSES = (
@@ -22,30 +20,22 @@ RAW_LAYOUT = {"train": ("train_images", "train_segmentations"), "val": ("val_ima
 PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
 
 
-def prepare_lip(
-    root: StorageRoot, *, source=None, options=None, workers=None, progress=None
-) -> tuple[PreparedDataset, bool]:
-    opts = parse_options(LabelMapOptions, "lip", options)
+class LipConverter(LabelMapConverter):
+    name, version, options_model = "lip", CONVERTER_VERSION, LabelMapOptions
+    level, num_classes, layouts = "part", len(LIP_CLASSES), [RAW_LAYOUT, PROCESSED_LAYOUT]
 
-    def body(conv: Conversion):
-        names = read_class_names(conv, opts.classes_file, opts.class_names, len(LIP_CLASSES))
-        pairs = find_pairs(conv, [RAW_LAYOUT, PROCESSED_LAYOUT], splits=opts.splits)
-        rows = convert_label_map_pairs(conv, pairs, level="part", num_classes=len(LIP_CLASSES))
-        info = {
+    def records(self) -> list[Pair]:
+        self.names = read_class_names(self.conv, self.opts.classes_file, self.opts.class_names, self.num_classes)
+        return super().records()
+
+    def info(self) -> dict:
+        names = self.names
+        return {
             "description": "LIP: 19 human part classes, label maps",
             "label_maps": label_map_info(
                 "part", names or list(LIP_CLASSES), names_source="options" if names else "LIP release"
             ),
         }
-        return rows, info
 
-    return run_conversion(
-        root,
-        "lip",
-        source=source,
-        options=opts,
-        converter_version=CONVERTER_VERSION,
-        workers=workers,
-        progress=progress,
-        body=body,
-    )
+
+prepare_lip = LipConverter.prepare

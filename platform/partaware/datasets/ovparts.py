@@ -26,6 +26,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,14 +38,11 @@ from partaware.datasets.convert import (
     image_error_kind,
     label_map_info,
     load_image,
-    parse_options,
     read_label_map,
-    run_conversion,
 )
+from partaware.datasets.converter import Converter
 from partaware.datasets.labelmaps import IMAGE_EXTS, RecordError, find_dir, label_map_row
-from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.storage import StorageRoot
 from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "ov-parts-1"
@@ -83,30 +81,6 @@ PASCAL_PART_116 = Release(
     maps={"part": "annotations_detectron2_part", "object": "annotations_detectron2_obj"},
     entries={"part": "classes", "object": "objects"},
 )
-
-
-def prepare_ade20k_part_234(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(ADE20K_PART_234, root, source, options, workers, progress)
-
-
-def prepare_pascal_part_116(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(PASCAL_PART_116, root, source, options, workers, progress)
-
-
-def _prepare(release: Release, root, source, options, workers, progress) -> tuple[PreparedDataset, bool]:
-    opts = parse_options(OvPartsOptions, release.name, options)
-    classes = load_class_list(release.class_list)
-    return run_conversion(
-        root,
-        release.name,
-        source=source,
-        options=opts,
-        converter_version=CONVERTER_VERSION,
-        workers=workers,
-        progress=progress,
-        body=lambda conv: _convert(conv, release, classes),
-        extra_recipe={"class_list": {"name": classes.name, "sha256": classes.sha256}},
-    )
 
 
 @dataclass(frozen=True)
@@ -196,16 +170,28 @@ def check_values(labels: np.ndarray, image: LoadedImage, spec: LevelSpec, file: 
     return values[values != spec.ignore]
 
 
-def _convert(conv: Conversion, release: Release, classes: ClassList) -> tuple[list[dict], dict]:
-    specs = level_specs(release, classes)
-    items = find_items(conv, release)
-    decode = conv.options.decode_images
+class OvPartsConverter(Converter):
+    """One OV-PARTS release (``release``): its maps copied as they are, checked against its class list."""
 
-    def load(item: Item):
+    version, options_model = CONVERTER_VERSION, OvPartsOptions
+    release: ClassVar[Release]
+
+    @classmethod
+    def extra_recipe(cls) -> dict:
+        classes = load_class_list(cls.release.class_list)
+        return {"class_list": {"name": classes.name, "sha256": classes.sha256}}
+
+    def records(self) -> list[Item]:
+        self.classes = load_class_list(self.release.class_list)
+        self.specs = level_specs(self.release, self.classes)
+        self.present: dict[str, Counter[int]] = {level: Counter() for level in self.release.maps}
+        return find_items(self.conv, self.release)
+
+    def load(self, item: Item) -> tuple[LoadedImage, dict[str, tuple[bytes, np.ndarray]]]:
         if item.image is None:
             raise RecordError("missing-image", next(iter(item.maps.values())) or item.stem, "no image for label map")
         try:
-            image = load_image(conv.source, item.image, decode=decode)
+            image = load_image(self.conv.source, item.image, decode=self.opts.decode_images)
         except Exception as e:  # noqa: BLE001
             raise RecordError(image_error_kind(e), item.image, str(e)) from e
         out = {}
@@ -213,34 +199,46 @@ def _convert(conv: Conversion, release: Release, classes: ClassList) -> tuple[li
             if path is None:
                 raise RecordError("missing-label-map", item.image, f"no {level} label map for image {item.stem!r}")
             try:
-                data = conv.source.read(path)
+                data = self.conv.source.read(path)
                 labels = read_label_map(data)
             except Exception as e:  # noqa: BLE001
                 raise RecordError("unreadable-annotation", path, f"cannot read label map: {e}") from e
-            out[level] = (data, check_values(labels, image, specs[level], path, classes.name))
+            out[level] = (data, check_values(labels, image, self.specs[level], path, self.classes.name))
         return image, out
 
-    conv.total = len(items)
-    rows: list[dict] = []
-    present: dict[str, Counter[int]] = {level: Counter() for level in release.maps}
-    for item, result in conv.map(load, items):
-        conv.records += 1
-        conv.tick()
-        if isinstance(result, OutsideList):
-            raise DatasetError(f"{release.name}: {result}; nothing was published")
-        if isinstance(result, Exception):
-            file = getattr(result, "file", item.image or item.stem)
-            conv.error(file, f"{item.split}/{item.stem}", getattr(result, "kind", "unreadable-image"), str(result))
-            continue
-        image, maps = result
-        image_uri = conv.build.add_file(f"images/{item.split}/{posixpath.basename(item.image)}", image.data)
+    def failed(self, item: Item, exc: Exception) -> None:
+        if isinstance(exc, OutsideList):
+            raise DatasetError(f"{self.release.name}: {exc}; nothing was published")
+        file = getattr(exc, "file", item.image or item.stem)
+        self.conv.error(file, f"{item.split}/{item.stem}", getattr(exc, "kind", "unreadable-image"), str(exc))
+
+    def rows(self, item: Item, loaded: tuple[LoadedImage, dict[str, tuple[bytes, np.ndarray]]]) -> list[dict]:
+        image, maps = loaded
+        build, single = self.conv.build, len(self.release.maps) == 1
+        image_uri = build.add_file(f"images/{item.split}/{posixpath.basename(item.image)}", image.data)
+        rows = []
         for level, (data, values) in maps.items():
-            map_uri = conv.build.add_file(f"labels/{level}/{item.split}/{item.stem}.png", data)
-            present[level].update(int(v) for v in values)
-            region = f"{item.split}/{item.stem}" if len(release.maps) == 1 else f"{item.split}/{item.stem}/{level}"
+            map_uri = build.add_file(f"labels/{level}/{item.split}/{item.stem}.png", data)
+            self.present[level].update(int(v) for v in values)
+            region = f"{item.split}/{item.stem}" if single else f"{item.split}/{item.stem}/{level}"
             rows.append(_row(region, item, image_uri, image, map_uri, level))
-    classes.add_to(conv.build)
-    return rows, _info(release, classes, specs, present)
+        return rows
+
+    def info(self) -> dict:
+        self.classes.add_to(self.conv.build)
+        return _info(self.release, self.classes, self.specs, self.present)
+
+
+class Ade20kPart234Converter(OvPartsConverter):
+    name, release = ADE20K_PART_234.name, ADE20K_PART_234
+
+
+class PascalPart116Converter(OvPartsConverter):
+    name, release = PASCAL_PART_116.name, PASCAL_PART_116
+
+
+prepare_ade20k_part_234 = Ade20kPart234Converter.prepare
+prepare_pascal_part_116 = PascalPart116Converter.prepare
 
 
 def _row(region_id: str, item: Item, image_uri: str, image: LoadedImage, map_uri: str, level: str) -> dict:

@@ -38,17 +38,15 @@ from partaware.datasets.convert import (
     LABEL_MAP_LABEL,
     Conversion,
     ConverterOptions,
+    LoadedImage,
     encode_png,
     image_error_kind,
     label_map_info,
     load_image,
-    parse_options,
-    run_conversion,
 )
+from partaware.datasets.converter import Converter
 from partaware.datasets.labelmaps import IMAGE_EXTS
-from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.storage import StorageRoot
 from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "partimagenet-2"
@@ -63,24 +61,6 @@ class PartImageNetOptions(ConverterOptions):
     )
     release: Literal["ood", "seg"] = Field(
         "ood", description="ood: PartImageNet_OOD, class-disjoint splits (checked); seg: PartImageNet_Seg"
-    )
-
-
-def prepare_partimagenet(
-    root: StorageRoot, *, source=None, options=None, workers=None, progress=None
-) -> tuple[PreparedDataset, bool]:
-    opts = parse_options(PartImageNetOptions, "partimagenet", options)
-    classes = load_class_list(CLASS_LIST)
-    return run_conversion(
-        root,
-        "partimagenet",
-        source=source,
-        options=opts,
-        converter_version=CONVERTER_VERSION,
-        workers=workers,
-        progress=progress,
-        body=lambda conv: _convert(conv, classes),
-        extra_recipe={"class_list": {"name": classes.name, "sha256": classes.sha256}},
     )
 
 
@@ -158,41 +138,61 @@ def _image_record_problem(rec: object) -> str | None:
     return None
 
 
-def _convert(conv: Conversion, classes: ClassList) -> tuple[list[dict], dict]:
-    opts: PartImageNetOptions = conv.options
-    files = conv.source.files()
-    by_name: dict[str, list[str]] = {}
-    for f in files:
-        if f.endswith(IMAGE_EXTS):
-            by_name.setdefault(posixpath.basename(f), []).append(f)
-    jsons = {s: _find_json(files, s) for s in opts.splits}
-    missing = [s for s, f in jsons.items() if f is None]
-    if missing:
-        raise DatasetError(
-            f"partimagenet: {conv.source.uri} has no {missing[0]}.json (the release's {missing[0]} split); "
-            "set splits to convert fewer"
-        )
-    categories: dict[int, dict] | None = None
-    label_of: dict[int, int] = {}
-    work = []
-    for split, json_file in jsons.items():
-        try:
-            data = json.loads(conv.source.read(json_file))
-            cats = {int(c["id"]): c for c in data["categories"]}
-            images, annotations = data["images"], data["annotations"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise DatasetError(f"partimagenet: {json_file} is not a COCO-style annotation file: {e}") from e
-        if not isinstance(images, list) or not isinstance(annotations, list):
-            raise DatasetError(f"partimagenet: {json_file}: 'images' and 'annotations' must be lists")
-        categories = categories or cats
-        matched = {cid: category_index(classes, c, json_file) for cid, c in cats.items()}
-        if cats.keys() != categories.keys() or (label_of and matched != label_of):
-            raise DatasetError(f"partimagenet: {json_file} has other categories than the first split's")
-        label_of = matched
+class PartImageNetConverter(Converter):
+    name, version, options_model = "partimagenet", CONVERTER_VERSION, PartImageNetOptions
+
+    @classmethod
+    def extra_recipe(cls) -> dict:
+        classes = load_class_list(CLASS_LIST)
+        return {"class_list": {"name": classes.name, "sha256": classes.sha256}}
+
+    def records(self) -> list[tuple]:
+        """(split, json file, image record, [(index, annotation)]) of each usable image record."""
+        conv, opts = self.conv, self.opts
+        self.classes = classes = load_class_list(CLASS_LIST)
+        files = conv.source.files()
+        self.by_name: dict[str, list[str]] = {}
+        for f in files:
+            if f.endswith(IMAGE_EXTS):
+                self.by_name.setdefault(posixpath.basename(f), []).append(f)
+        jsons = {s: _find_json(files, s) for s in opts.splits}
+        missing = [s for s, f in jsons.items() if f is None]
+        if missing:
+            raise DatasetError(
+                f"partimagenet: {conv.source.uri} has no {missing[0]}.json (the release's {missing[0]} split); "
+                "set splits to convert fewer"
+            )
+        categories: dict[int, dict] | None = None
+        self.label_of: dict[int, int] = {}
+        work = []
+        for split, json_file in jsons.items():
+            try:
+                data = json.loads(conv.source.read(json_file))
+                cats = {int(c["id"]): c for c in data["categories"]}
+                images, annotations = data["images"], data["annotations"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise DatasetError(f"partimagenet: {json_file} is not a COCO-style annotation file: {e}") from e
+            if not isinstance(images, list) or not isinstance(annotations, list):
+                raise DatasetError(f"partimagenet: {json_file}: 'images' and 'annotations' must be lists")
+            categories = categories or cats
+            matched = {cid: category_index(classes, c, json_file) for cid, c in cats.items()}
+            if cats.keys() != categories.keys() or (self.label_of and matched != self.label_of):
+                raise DatasetError(f"partimagenet: {json_file} has other categories than the first split's")
+            self.label_of = matched
+            work.extend(self._split_records(split, json_file, images, annotations))
+        self.names = classes.names()
+        self.supers = [s["name"] for s in classes.spec["supercategories"]]
+        self.object_of = [c["object"] for c in classes.entries]  # each part class's super-category, list spelling
+        self.split_info = split_classes(conv, work, opts.release)
+        self.seen: set[tuple[str, str]] = set()
+        return work
+
+    def _split_records(self, split: str, json_file: str, images: list, annotations: list) -> list[tuple]:
         per_image: dict = {}
         for i, ann in enumerate(annotations):
             image_id = ann.get("image_id") if isinstance(ann, dict) else None
             per_image.setdefault(image_id if isinstance(image_id, int | str) else None, []).append((i, ann))
+        work = []
         for i, rec in enumerate(images):
             problem = _image_record_problem(rec)
             if problem:
@@ -201,36 +201,41 @@ def _convert(conv: Conversion, classes: ClassList) -> tuple[list[dict], dict]:
                     if isinstance(rec, dict) and isinstance(rec.get("id"), int | str)
                     else f"image #{i}"
                 )
-                conv.error(json_file, record, "unreadable-annotation", problem)
+                self.conv.error(json_file, record, "unreadable-annotation", problem)
                 continue
             work.append((split, json_file, rec, per_image.get(rec["id"], [])))
-    names = classes.names()
-    supers = [s["name"] for s in classes.spec["supercategories"]]
-    object_of = [c["object"] for c in classes.entries]  # the super-category of each part class, list spelling
-    split_info = split_classes(conv, work, opts.release)
-    conv.total = len(work)
+        return work
 
-    def load(item):
+    def load(self, item: tuple) -> tuple[str, LoadedImage]:
         split, _, rec, _ = item
-        path = _find_image(by_name, rec["file_name"], split)
+        path = _find_image(self.by_name, rec["file_name"], split)
         if path is None:
             raise FileNotFoundError(f"no image file {rec['file_name']!r} in the source")
-        return path, load_image(conv.source, path, decode=opts.decode_images)
+        return path, load_image(self.conv.source, path, decode=self.opts.decode_images)
 
-    rows = []
-    seen: set[tuple[str, str]] = set()
-    for (split, json_file, rec, anns), result in conv.map(load, work):
-        conv.records += 1
-        conv.tick()
+    def _stem(self, item: tuple) -> str | None:
+        """The image's stem, or None (an error row) for a second image of that name in the split."""
+        split, json_file, rec, _ = item
         stem = posixpath.splitext(posixpath.basename(rec["file_name"]))[0]
-        if (split, stem) in seen:
-            conv.error(json_file, f"image {rec.get('id')}", "unreadable-annotation", f"duplicate image {stem!r}")
-            continue
-        seen.add((split, stem))
-        if isinstance(result, Exception):
-            conv.error(rec["file_name"], f"image {rec.get('id')}", image_error_kind(result), str(result), item=stem)
-            continue
-        path, image = result
+        if (split, stem) in self.seen:
+            self.conv.error(json_file, f"image {rec.get('id')}", "unreadable-annotation", f"duplicate image {stem!r}")
+            return None
+        self.seen.add((split, stem))
+        return stem
+
+    def failed(self, item: tuple, exc: Exception) -> None:
+        stem = self._stem(item)
+        if stem is not None:
+            rec = item[2]
+            self.conv.error(rec["file_name"], f"image {rec.get('id')}", image_error_kind(exc), str(exc), item=stem)
+
+    def rows(self, item: tuple, loaded: tuple[str, LoadedImage]) -> list[dict]:
+        stem = self._stem(item)
+        if stem is None:
+            return []
+        conv, label_of, names, supers, object_of = self.conv, self.label_of, self.names, self.supers, self.object_of
+        split, json_file, rec, anns = item
+        path, image = loaded
         instance = Image.new("I", (image.width, image.height), 0)
         semantic = Image.new("I", (image.width, image.height), 0)
         draw_i, draw_s = ImageDraw.Draw(instance), ImageDraw.Draw(semantic)
@@ -266,6 +271,7 @@ def _convert(conv: Conversion, classes: ClassList) -> tuple[list[dict], dict]:
         }
         obj_supers = {object_of[label_of[cid]] for _, cid, _ in parts}
         obj = obj_supers.pop() if len(obj_supers) == 1 else None
+        rows = []
         for k, cid, box in parts:
             sup = object_of[label_of[cid]]
             rows.append(
@@ -309,15 +315,26 @@ def _convert(conv: Conversion, classes: ClassList) -> tuple[list[dict], dict]:
                     "sample_rule": "whole-image",
                 }
             )
-    classes.add_to(conv.build)
-    part_list, object_list = classes.record("classes"), classes.record("supercategories")
-    published = {k: v["classes"] for k, v in classes.spec["splits"].items()}
-    info = {
-        "description": "PartImageNet: part boxes and masks, part label maps, super-category objects",
-        "part_classes": names,
-        "object_classes": supers,
-        "label_maps": label_map_info("part", names, names_source=f"class list {classes.name}", class_list=part_list),
-        "class_lists": {"part": part_list, "object": object_list},
-        "partimagenet": {**split_info, "published_class_counts": published if opts.release == "ood" else None},
-    }
-    return rows, info
+        return rows
+
+    def info(self) -> dict:
+        classes, names = self.classes, self.names
+        classes.add_to(self.conv.build)
+        part_list, object_list = classes.record("classes"), classes.record("supercategories")
+        published = {k: v["classes"] for k, v in classes.spec["splits"].items()}
+        return {
+            "description": "PartImageNet: part boxes and masks, part label maps, super-category objects",
+            "part_classes": names,
+            "object_classes": self.supers,
+            "label_maps": label_map_info(
+                "part", names, names_source=f"class list {classes.name}", class_list=part_list
+            ),
+            "class_lists": {"part": part_list, "object": object_list},
+            "partimagenet": {
+                **self.split_info,
+                "published_class_counts": published if self.opts.release == "ood" else None,
+            },
+        }
+
+
+prepare_partimagenet = PartImageNetConverter.prepare

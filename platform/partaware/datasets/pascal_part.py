@@ -28,7 +28,7 @@ import io
 import json
 import posixpath
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.io
@@ -38,17 +38,16 @@ from partaware.datasets.classlists import load_class_list, options_class_list
 from partaware.datasets.convert import (
     Conversion,
     ConverterOptions,
+    LoadedImage,
     encode_png,
     image_error_kind,
     label_map_info,
     load_image,
-    parse_options,
-    run_conversion,
 )
+from partaware.datasets.converter import Converter, convert_records
 from partaware.datasets.labelmaps import convert_label_map_pairs, find_dir, find_pairs, label_map_row
-from partaware.datasets.store import PreparedDataset
 from partaware.errors import DatasetError
-from partaware.storage import StorageRoot, filesystem_for
+from partaware.storage import filesystem_for
 from partaware.validation import register_options_model
 
 CONVERTER_VERSION = "pascal-part-2"
@@ -90,90 +89,90 @@ class PascalPartOptions(ConverterOptions):
     )
 
 
-def prepare_pascal_part(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(root, "pascal-part", "part", source, options, workers, progress)
+class PascalPartConverter(Converter):
+    """Pascal-Part label maps rendered from ``Annotations_Part/*.mat``, or the authors' processed PNGs."""
 
+    name, version, options_model = "pascal-part", CONVERTER_VERSION, PascalPartOptions
+    level: ClassVar[str] = "part"
 
-def prepare_pascal_object(root: StorageRoot, *, source=None, options=None, workers=None, progress=None):
-    return _prepare(root, "pascal-object", "object", source, options, workers, progress)
+    @classmethod
+    def extra_recipe(cls) -> dict | None:
+        if cls.level != "part":
+            return None
+        return {"class_lists": {c.name: c.sha256 for c in (load_class_list(n) for n in (DEFAULT_LIST, ZHU_LIST))}}
 
+    def records(self) -> list:
+        """(stem, split) per ``.mat`` in a split list; ``Pair``s for the processed layout (``self.processed``)."""
+        conv, level = self.conv, self.level
+        self.mapping = _load_mapping(conv) if level == "part" else None
+        self.classes = _class_names(self.mapping) if self.mapping is not None else list(OBJECT_CLASSES)
+        files = conv.source.files()
+        ann_dir = find_dir(files, "Annotations_Part")
+        self.processed = ann_dir is None
+        self._info = _info(conv, level, self.classes, processed=self.processed)
+        if self.processed:  # the authors' processed PNG layout (Zhu-compatible: ids as released)
+            return find_pairs(conv, [PROCESSED_LAYOUT])
+        self.img_dir = find_dir(files, "JPEGImages")
+        if self.img_dir is None:
+            raise DatasetError(f"{conv.name}: {conv.source.uri} has Annotations_Part/ but no JPEGImages/ (VOC2010)")
+        splits = _read_splits(conv)
+        self.mats = {
+            posixpath.splitext(posixpath.basename(f))[0]: f
+            for f in files
+            if f.startswith(ann_dir + "/") and f.endswith(".mat")
+        }
+        work = [(stem, splits[stem]) for stem in sorted(self.mats) if stem in splits]
+        conv.stats["unsplit_annotations"] = len(self.mats) - len(work)
+        return work
 
-def _prepare(root, name, level, source, options, workers, progress) -> tuple[PreparedDataset, bool]:
-    opts = parse_options(PascalPartOptions, name, options)
-    lists = [load_class_list(n) for n in (DEFAULT_LIST, ZHU_LIST)] if level == "part" else []
-    return run_conversion(
-        root,
-        name,
-        source=source,
-        options=opts,
-        converter_version=CONVERTER_VERSION,
-        workers=workers,
-        progress=progress,
-        body=lambda conv: _convert(conv, level),
-        extra_recipe={"class_lists": {c.name: c.sha256 for c in lists}} if lists else None,
-    )
+    def convert(self) -> tuple[list[dict], dict]:
+        work = self.records()
+        if self.processed:
+            return convert_label_map_pairs(self.conv, work, level=self.level, num_classes=len(self.classes)), self._info
+        return convert_records(self.conv, work, self.load, self.rows, self.failed), self._info
 
-
-def _convert(conv: Conversion, level: str) -> tuple[list[dict], dict]:
-    opts: PascalPartOptions = conv.options
-    mapping = _load_mapping(conv) if level == "part" else None
-    classes = _class_names(mapping) if mapping is not None else list(OBJECT_CLASSES)
-    num_classes = len(classes)
-    files = conv.source.files()
-    ann_dir = find_dir(files, "Annotations_Part")
-    info = _info(conv, level, classes, processed=ann_dir is None)
-    if ann_dir is None:  # the authors' processed PNG layout (Zhu-compatible: ids as released)
-        pairs = find_pairs(conv, [PROCESSED_LAYOUT])
-        return convert_label_map_pairs(conv, pairs, level=level, num_classes=num_classes), info
-    img_dir = find_dir(files, "JPEGImages")
-    if img_dir is None:
-        raise DatasetError(f"{conv.name}: {conv.source.uri} has Annotations_Part/ but no JPEGImages/ (VOC2010)")
-    splits = _read_splits(conv)
-    mats = {
-        posixpath.splitext(posixpath.basename(f))[0]: f
-        for f in files
-        if f.startswith(ann_dir + "/") and f.endswith(".mat")
-    }
-    work = [(stem, splits[stem]) for stem in sorted(mats) if stem in splits]
-    conv.stats["unsplit_annotations"] = len(mats) - len(work)
-    conv.total = len(work)
-
-    def load(item):
+    def load(self, item: tuple[str, str]) -> tuple[LoadedImage, bytes]:
         stem, _ = item
-        image = load_image(conv.source, posixpath.join(img_dir, f"{stem}.jpg"), decode=opts.decode_images)
-        return image, conv.source.read(mats[stem])
+        image = load_image(
+            self.conv.source, posixpath.join(self.img_dir, f"{stem}.jpg"), decode=self.opts.decode_images
+        )
+        return image, self.conv.source.read(self.mats[stem])
 
-    rows = []
-    for (stem, split), result in conv.map(load, work):
-        conv.records += 1
-        conv.tick()
-        if isinstance(result, Exception):
-            conv.error(posixpath.join(img_dir, f"{stem}.jpg"), stem, image_error_kind(result), str(result))
-            continue
-        image, mat_bytes = result
+    def failed(self, item: tuple[str, str], exc: Exception) -> None:
+        stem, _ = item
+        self.conv.error(posixpath.join(self.img_dir, f"{stem}.jpg"), stem, image_error_kind(exc), str(exc))
+
+    def rows(self, item: tuple[str, str], loaded: tuple[LoadedImage, bytes]) -> list[dict]:
+        (stem, split), (image, mat_bytes) = item, loaded
+        conv, level, mat = self.conv, self.level, self.mats[stem]
         try:
             objects = read_objects(mat_bytes)
-            label_map, unknown = render_label_map(objects, level, mapping, strip_suffix=opts.strip_instance_suffix)
-        except _PartError as e:
-            conv.error(mats[stem], e.record, e.kind, str(e))
-            continue
-        except Exception as e:  # noqa: BLE001 (a corrupt .mat is one bad record)
-            conv.error(mats[stem], stem, "unreadable-annotation", f"cannot read Annotations_Part struct: {e}")
-            continue
-        if label_map.shape != (image.height, image.width):
-            conv.error(
-                mats[stem],
-                stem,
-                "label-map-size",
-                f"masks are {label_map.shape[::-1]}, image is {(image.width, image.height)}",
+            label_map, unknown = render_label_map(
+                objects, level, self.mapping, strip_suffix=self.opts.strip_instance_suffix
             )
-            continue
+        except _PartError as e:
+            conv.error(mat, e.record, e.kind, str(e))
+            return []
+        except Exception as e:  # noqa: BLE001 (a corrupt .mat is one bad record)
+            conv.error(mat, stem, "unreadable-annotation", f"cannot read Annotations_Part struct: {e}")
+            return []
+        if label_map.shape != (image.height, image.width):
+            message = f"masks are {label_map.shape[::-1]}, image is {(image.width, image.height)}"
+            conv.error(mat, stem, "label-map-size", message)
+            return []
         for record, message in unknown:
-            conv.error(mats[stem], record, "unknown-part", message, item=stem)
+            conv.error(mat, record, "unknown-part", message, item=stem)
         image_uri = conv.build.add_file(f"images/{split}/{stem}.jpg", image.data)
         map_uri = conv.build.add_file(f"labels/{level}/{split}/{stem}.png", encode_png(label_map))
-        rows.append(label_map_row(split, stem, image_uri, image, map_uri, level))
-    return rows, info
+        return [label_map_row(split, stem, image_uri, image, map_uri, level)]
+
+
+class PascalObjectConverter(PascalPartConverter):
+    name, level = "pascal-object", "object"
+
+
+prepare_pascal_part = PascalPartConverter.prepare
+prepare_pascal_object = PascalObjectConverter.prepare
 
 
 def _info(conv: Conversion, level: str, classes: list[str], *, processed: bool) -> dict:
