@@ -296,8 +296,9 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
         )  # fmt: skip
     grid_result = tuner.fit()
     if grid_result.num_errors:
-        raise PartawareError(f"{grid_result.num_errors} of {len(grid_result)} {task} trials failed; first error: "
-                             f"{grid_result.errors[0]}")  # fmt: skip
+        first = next((line for line in reversed(str(grid_result.errors[0]).splitlines()) if line.strip()), "?")
+        raise PartawareError(f"{grid_result.num_errors} of {len(grid_result)} {task} trials failed; last line of "
+                             f"the first error: {first.strip()}; see {grid_result.experiment_path}")  # fmt: skip
     trial_results, cpu_s, gpu_s = [], 0.0, 0.0
     for result in grid_result:
         planned = int(result.config.get("epochs", 1)) if task in TRAINED else 1

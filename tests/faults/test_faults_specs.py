@@ -181,3 +181,9 @@ def test_storage_options_set_in_the_spec_win_and_the_rest_stays_with_the_environ
     assert s3_limits() == S3Limits(read_timeout=45.0, max_attempts=7)  # restored after the run
     assert parse_spec(GOOD).storage_options.overrides() == {} and "storage_options: {}" in dump_spec(parse_spec(GOOD))
     assert os.environ["PARTAWARE_S3_MAX_ATTEMPTS"] == "7"
+
+
+def test_a_bad_flag_or_command_is_one_line_naming_the_help_that_lists_the_valid_ones(partctl):
+    proc = partctl("submit", "--nosuchflag")
+    one_error_line(proc, 2, r"No such option: --nosuchflag \(see 'partctl submit --help'\)")
+    one_error_line(partctl("nosuch"), 2, r"No such command 'nosuch'\. \(see 'partctl --help'\)")

@@ -77,7 +77,7 @@ def main() -> None:
     """
     try:
         code = app(standalone_mode=False)
-    except _UsageError as e:  # a bad flag or command: typer's own message (with --help), exit 2
+    except _UsageError as e:  # a bad flag or command: one line naming the --help that lists the valid ones, exit 2
         _show_usage_error(e)
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt) as e:
@@ -120,12 +120,11 @@ def _interrupted() -> int:
 
 
 def _show_usage_error(e: Exception) -> None:
-    try:
-        from typer import rich_utils
-
-        rich_utils.rich_format_error(e)
-    except ImportError:  # typer without rich
-        e.show()
+    """A bad flag or command as one line too, naming where the valid ones are listed."""
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "partctl"
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    console.print(f"[red]error:[/red] {escape(message)} (see '{where} --help')", highlight=False, soft_wrap=True)
 
 
 def _debugging() -> bool:
