@@ -21,7 +21,7 @@ import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from partaware.probes.protocol import (  # noqa: F401  (SearchOutcome re-exporte
     split_train_val,
 )
 from partaware.spec import Resources, SearchDim, SearchSettings
+from partaware.validation import replace_fields
 
 TASKS = ("retrieval", *PRIMARY_METRIC)
 
@@ -130,13 +131,8 @@ class SearchOptions:
     exclude_self: bool = False  # retrieval: leave the query out of its own gallery
     heads_per_trial: int = 1
 
-    def with_overrides(self, overrides: Mapping[str, Any]) -> SearchOptions:
-        """A copy with some fields replaced; an unknown name is an error listing the valid ones."""
-        valid = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise ProbeInputError(f"unknown search option(s) {unknown}; valid: {', '.join(sorted(valid))}")
-        return replace(self, **overrides) if overrides else self
+    def with_overrides(self, overrides: dict[str, Any]) -> SearchOptions:
+        return replace_fields(self, overrides, what="search", error=ProbeInputError)
 
 
 def run_probe_search(

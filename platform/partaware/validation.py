@@ -6,7 +6,13 @@ the other.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
 from pydantic import BaseModel, ValidationError
+
+T = TypeVar("T")
 
 
 def format_validation_error(source: str, err: ValidationError, what: str = "job spec", *, prefix: str = "") -> str:
@@ -58,3 +64,13 @@ def register_options_model(model: type[BaseModel]) -> type[BaseModel]:
     """Let ``format_validation_error`` list the valid fields of other option models (converters)."""
     _MODELS_BY_TITLE[model.__name__] = model
     return model
+
+
+def replace_fields(options: T, overrides: Mapping[str, Any], *, what: str, error: type[Exception]) -> T:
+    """A copy of a frozen options dataclass with some fields replaced; an unknown name raises ``error``
+    listing the valid ones (options given as keywords are checked, never silently dropped)."""
+    valid = {f.name for f in dataclasses.fields(options)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise error(f"unknown {what} option(s) {unknown}; valid: {', '.join(sorted(valid))}")
+    return dataclasses.replace(options, **overrides) if overrides else options

@@ -79,30 +79,10 @@ def report(
 
 
 def report_of(run_root: StorageRoot, *, compare_root: StorageRoot | None = None, paper_names=None):
-    """The ``ReportData`` of a run folder, read-only (what ``build_report`` computes before writing)."""
-    from partaware.report.build import read_galleries, report_data
-    from partaware.report.lab import lab_pretraining
-    from partaware.report.provenance import collect_provenance
-    from partaware.report.records import load_records
+    """The ``ReportData`` of a run folder, read-only."""
+    from partaware.report.build import run_report_data
 
-    records = load_records(run_root)
-    compare = None
-    if compare_root is not None:
-        compare = (_run_id(compare_root), load_records(compare_root))
-    return report_data(
-        _run_id(run_root),
-        run_root.uri,
-        records,
-        provenance=collect_provenance(run_root, records),
-        paper_names=paper_names,
-        galleries=read_galleries(run_root),
-        compare=compare,
-        lab=lab_pretraining(run_root),
-    )
-
-
-def _run_id(run_root: StorageRoot) -> str:
-    return run_root.uri.rstrip("/").rsplit("/", 1)[-1]
+    return run_report_data(run_root, compare_root, paper_names)
 
 
 def _render(data, format: str) -> str:

@@ -28,7 +28,7 @@ import posixpath
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,7 @@ from partaware.storage import (
     safe_relpath,
     storage_error,
 )
+from partaware.validation import replace_fields
 
 ProgressFn = Callable[[int, int], None]
 PRECISIONS = ("fp32", "bf16")
@@ -410,12 +411,7 @@ class ExtractionOptions:
             )
 
     def with_overrides(self, overrides: dict[str, Any]) -> ExtractionOptions:
-        """A copy with some fields replaced; an unknown name is an error listing the valid ones."""
-        valid = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise SpecError(f"unknown extraction option(s) {unknown}; valid: {', '.join(sorted(valid))}")
-        return replace(self, **overrides) if overrides else self
+        return replace_fields(self, overrides, what="extraction", error=SpecError)
 
 
 def extract_features(

@@ -228,13 +228,19 @@ def build_report(
 ) -> dict[str, str]:
     """Write the report files for one run folder; returns ``{format: path}`` (``terminal`` prints instead)."""
     chosen = _check_formats(formats)
+    return write_report(run_root, run_report_data(run_root, compare_root, paper_names), chosen)
+
+
+def run_report_data(
+    run_root: StorageRoot, compare_root: StorageRoot | None = None, paper_names: Mapping[str, str] | None = None
+) -> ReportData:
+    """Everything a run's report shows, read from its folder (and another run's, to compare); writes nothing."""
     records = load_records(run_root)
-    run_id = run_root.uri.rstrip("/").rsplit("/", 1)[-1]
     compare = None
     if compare_root is not None:
         compare = (compare_root.uri.rstrip("/").rsplit("/", 1)[-1], load_records(compare_root))
-    data = report_data(
-        run_id,
+    return report_data(
+        run_root.uri.rstrip("/").rsplit("/", 1)[-1],
         run_root.uri,
         records,
         provenance=collect_provenance(run_root, records),
@@ -243,7 +249,6 @@ def build_report(
         compare=compare,
         lab=lab_pretraining(run_root),
     )
-    return write_report(run_root, data, chosen)
 
 
 def write_report(run_root: StorageRoot, data: ReportData, formats: Sequence[str]) -> dict[str, str]:
