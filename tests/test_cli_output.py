@@ -123,6 +123,7 @@ def test_json_listings_import_no_torch_timm_or_ray(args, partctl, tmp_path):
 # --- 2. report: read-only ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast lane
 def test_report_reads_the_run_and_writes_only_where_told(partctl, runs_store, tmp_path):
     before = _digests(runs_store)
     shown = partctl("report", "base", "--storage", str(runs_store))
@@ -166,7 +167,9 @@ def test_old_spellings_still_work_hidden_with_a_note(partctl, tmp_path):
 
 def test_completion_is_on(partctl):
     assert "--install-completion" in partctl("--help").stdout
-    script = partctl("--show-completion", "bash")
+    # the script `--install-completion` installs, asked for bash by name (``--show-completion`` guesses the shell
+    # from the parent process, which under make is sh)
+    script = partctl(env={"_PARTCTL_COMPLETE": "source_bash"})
     assert script.returncode == 0 and "_partctl_completion" in script.stdout
     env = {"_PARTCTL_COMPLETE": "complete_bash", "COMP_WORDS": "partctl datasets ", "COMP_CWORD": "2"}
     assert partctl(env=env).stdout.split() == ["list", "prepare"]
@@ -223,6 +226,7 @@ def test_the_resolved_spec_names_its_encoders_and_resumes_the_same_way():
 # --- 5. timm tags by name ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast lane
 def test_a_timm_tag_is_an_encoder_by_name(partctl, tmp_path):
     spec = write_spec(tmp_path)
     tag = "vit_tiny_patch16_224.augreg_in21k"
@@ -248,6 +252,7 @@ def test_timm_entries_carry_the_tags_own_normalisation():
 # --- 6. many runs as one table -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast lane
 def test_runs_combine_puts_many_runs_into_one_table(partctl, runs_store, tmp_path):
     before = _digests(runs_store)
     out = tmp_path / "all.csv"

@@ -126,6 +126,7 @@ def test_views_are_a_function_of_the_generator(lab_data):
     assert not torch.allclose(a, c)
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast lane
 @pytest.mark.parametrize("objective", objective_names())
 def test_objective_loss_decreases(objective, lab_root, lab_data):
     """Every objective learns something on the synthetic data: mean loss of the last steps < first steps."""

@@ -359,6 +359,7 @@ def test_report_of_a_run_on_object_storage(s3_bucket):
     assert "tiny_mim" in run.read_bytes("report.md").decode()
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast lane
 def test_lab_pretraining_section_shows_the_runs_budget_time_and_curves(store, one_torch_thread):
     """The provenance names each lab encoder's budget, images seen, time and loss curve, from the infos the
     run's pretrain stage recorded (real lab training, 2 steps); a run without lab encoders has no section."""

@@ -83,6 +83,7 @@ def test_encoders_with_overlapping_intervals_get_no_leaning():
     assert "No encoder is first at object level beyond the intervals" in section
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast lane
 def test_records_without_intervals_render_and_read_inconclusive(store):
     legacy = synthetic_records(legacy=True)  # written before intervals: no ci, no baselines
     assert all(r.ci_low is None and not r.baselines for r in legacy)
@@ -252,6 +253,7 @@ def test_lab_loss_curves_have_labelled_axes():
 # --- (e) titles that match the data --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds: kept out of the fast lane
 def test_a_synthetic_run_is_never_titled_after_a_paper_table():
     md = render_markdown(report_data("q", "mem://q", synthetic_records()))
     titles = [line for line in md.splitlines() if line.startswith("### ")]
