@@ -142,9 +142,11 @@ def _combine(root: StorageRoot, runs: list[str], *, output: Path | None, as_json
     if output is not None and output.suffix not in (".csv", ".md"):
         got = output.suffix or "no suffix"
         raise SpecError(f"--output {output}: the table is written as .csv or .md (got {got!r})")
+    from partaware.report.build import rows_csv
+
     rows = combined_rows(root, runs)
     if output is not None:
-        text = _csv(rows) if output.suffix == ".csv" else _markdown(rows)
+        text = rows_csv(rows) if output.suffix == ".csv" else _markdown(rows)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
         console.print(f"{len(rows)} results of {len(runs)} runs: {output}", highlight=False)
@@ -163,20 +165,6 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

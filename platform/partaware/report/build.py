@@ -183,7 +183,11 @@ def read_galleries(run_root: StorageRoot) -> list[Gallery]:
 
 
 def results_csv(records: Sequence[ResultRecord]) -> str:
-    rows = records_csv_rows(records)
+    return rows_csv(records_csv_rows(records))
+
+
+def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """CSV of dict rows, the columns in first-seen order (rows may differ in their keys)."""
     fieldnames: list[str] = []
     for row in rows:
         fieldnames.extend(k for k in row if k not in fieldnames)

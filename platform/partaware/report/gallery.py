@@ -203,12 +203,14 @@ def dataset_window_manifest(
     seed: int = 0,
     split: str | None = None,
     min_part_fraction: float = 0.25,
+    db: PatchDatabase | None = None,
 ):
     """The grid windows as regions of the unified manifest (``sample_rule='grid-window'``), so extraction can
-    encode them like any other region. ``label_id`` is the part index; ``background`` gets ``len(part names)``."""
+    encode them like any other region. ``label_id`` is the part index; ``background`` gets ``len(part names)``.
+    ``db``: the grid database of these settings when the caller has it (its images are not decoded again)."""
     from partaware.manifest import manifest_table
 
-    db = dataset_grid_database(
+    db = db or dataset_grid_database(
         prepared, n_images=n_images, crop=crop, grid=grid, seed=seed, split=split, min_part_fraction=min_part_fraction
     )
     rows = (

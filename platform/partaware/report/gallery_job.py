@@ -89,7 +89,7 @@ def gallery_regions(prepared, db: PatchDatabase, recipe: GalleryRecipe) -> list[
     from partaware.report.gallery import dataset_window_manifest
 
     table = dataset_window_manifest(prepared, n_images=recipe.n_images, crop=recipe.crop, grid=recipe.grid,
-                                    seed=recipe.seed, split=recipe.split)  # fmt: skip
+                                    seed=recipe.seed, split=recipe.split, db=db)  # fmt: skip
     return table.select(["region_id", "image_uri", "box"]).to_pylist()
 
 
