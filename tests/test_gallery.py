@@ -1,6 +1,7 @@
 """Patch-retrieval galleries: the protocol's grid windows, cosine neighbours with the query excluded, green/red
 frames, the same-part fraction against a hand count, and a gallery from real tiny timm encoders on the synthetic
-dataset that ends up in the report's HTML, rendered by headless Chromium."""
+dataset that ends up in the report's HTML, rendered by headless Chromium; ``partctl gallery RUN`` leaves the run
+folder byte-identical."""
 
 from __future__ import annotations
 
@@ -178,7 +179,14 @@ def test_gallery_of_tiny_encoders_on_synthetic_data_reaches_the_report(
     keys = [k for k in store.listdir("features") if not k.startswith((".", "_"))]
     assert len(keys) == 2 and all(store.sub("features", k).is_complete() for k in keys)
 
-    # the CLI: part-box patches, explicit queries, into the run; the run's report gains a Galleries section
+    # the job's report stage embeds the run's galleries; the CLI reads the run and writes beside it, never in it
+    from partaware.report.build import build_report
+
+    build_report(run, formats=["md", "html"])
+    before = _digests(run.path)
+    args = ["gallery", "gal-run", "--encoders", ",".join(tiny_encoders), "--datasets", "synthetic", "--storage"]
+    inside = CliRunner().invoke(app, [*args, store.uri, "--output", str(tmp_path / "store" / "runs" / "gal-run")])
+    assert inside.exit_code != 0 and "inside the run folder" in str(inside.exception or inside.output)
     result = CliRunner().invoke(
         app,
         [
@@ -203,15 +211,24 @@ def test_gallery_of_tiny_encoders_on_synthetic_data_reaches_the_report(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert run.exists("galleries", "parts.png") and run.exists("report.html")
+    assert _digests(run.path) == before  # every file of the run folder byte-identical, nothing added
+    assert store.exists("galleries", "gal-run", "parts.png") and store.exists("galleries", "gal-run", "parts.json")
     html = run.read_bytes("report.html").decode()
-    assert '<h2 id="galleries">Galleries</h2>' in html and html.count("data:image/png;base64,") >= 4
+    assert '<h2 id="galleries">Galleries</h2>' in html and html.count("data:image/png;base64,") >= 2
     assert "same_part_fraction" in html
     page = tmp_path / "report.html"
     page.write_text(html)
     dom, console_errors, shot = chromium(page, tmp_path)
-    assert console_errors == [] and "gallery parts" in dom and "gallery g1" in dom
+    assert console_errors == [] and "gallery g1" in dom and "gallery parts" not in dom
     assert pixel_std(shot) > 10
+
+
+def _digests(folder: str) -> dict[str, str]:
+    import hashlib
+    from pathlib import Path
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}  # fmt: skip
 
 
 def test_grid_windows_as_unified_manifest_regions(store):

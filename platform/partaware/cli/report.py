@@ -1,7 +1,8 @@
 """``partctl report`` and ``partctl gallery``: a run's records as a report, and patch-retrieval galleries.
 
-``partctl report`` only reads: the run's own ``report.md``/``report.html``/``results.csv`` are written by the
-job's report stage alone; this command prints the report, or writes it (or a comparison) where ``--output`` says.
+Both only read a run: the run's own ``report.md``/``report.html``/``results.csv`` and ``galleries/`` are written
+by its job alone. ``report`` prints the report, or writes it (or a comparison) where ``--output`` says; ``gallery``
+writes its images under the storage root's ``galleries/`` (or ``--output``), never into the run folder.
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ def _refuse_inside(output: Path, run_roots: list[StorageRoot]) -> None:
             continue
         folder = Path(run_root.uri.removeprefix("file://")).resolve()
         if target == folder or folder in target.parents:
-            raise SpecError(f"--output {output}: inside the run folder {folder}; the run's own report is written "
-                            "by its job only: choose a path outside it")  # fmt: skip
+            raise SpecError(f"--output {output}: inside the run folder {folder}; a run's report and galleries are "
+                            "written by its job only: choose a path outside it")  # fmt: skip
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -126,7 +127,7 @@ def _write(path: Path, data: bytes) -> None:
 
 @app.command()
 def gallery(
-    run: str = typer.Argument(None, help="Run whose encoders/dataset to use; the gallery goes into its report."),
+    run: str = typer.Argument(None, help="Run whose encoders and dataset to use (read-only: its folder is unchanged)."),
     encoders: str = typer.Option(None, help="Comma list of encoder names (default: the run's encoders)."),
     datasets: str = typer.Option(None, help="The prepared dataset (default: the run's first dataset)."),
     dataset: str = typer.Option(None, "--dataset", hidden=True, help="Deprecated spelling of --datasets."),
@@ -141,13 +142,25 @@ def gallery(
     crop: int = typer.Option(224, help="Centre-crop side before cutting windows."),
     grid: int = typer.Option(7, help="Windows per side."),
     seed: int = typer.Option(0, help="Seed for image and query sampling."),
-    name: str = typer.Option("gallery", help="Output name: galleries/<name>.png and .json."),
+    name: str = typer.Option("gallery", help="Output name: <name>.png and <name>.json."),
+    output: Path = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Folder for <name>.png/.json (default <storage>/galleries/, with a RUN <storage>/galleries/<run-id>/); "
+        "never inside a run folder.",
+    ),
     storage: str = typer.Option(None, "--storage", help=STORAGE_HELP),
 ) -> None:
-    """Patch-retrieval gallery: top-K cosine neighbours per encoder, framed green (same part) or red."""
+    """Patch-retrieval gallery: top-K cosine neighbours per encoder, framed green (same part) or red.
+
+    Read-only with respect to a run: its encoders and dataset are read from it, the gallery is written outside it
+    (the run's report embeds only the gallery its job made)."""
+    import posixpath
+
     from rich.table import Table
 
-    from partaware.report.build import build_report, run_root_of
+    from partaware.report.build import run_root_of
     from partaware.report.gallery_job import GalleryRecipe, make_gallery
     from partaware.results import RESULTS_FILE, read_results
 
@@ -159,12 +172,12 @@ def gallery(
     if len(chosen) > 1:
         raise SpecError(f"--datasets {datasets!r}: a gallery draws from one dataset; name one")
     root = StorageRoot.open(storage)
-    out = root  # <root>/galleries/<name>.png without a run
+    out, folder = root, ("galleries",)  # <root>/galleries/<name>.png without a run
     enc_list, ds = _split(encoders), (chosen[0] if chosen else None)
     run_root = None
     if run:
         run_root = run_root_of(root, run)
-        out = run_root
+        folder = ("galleries", posixpath.basename(run_root.path.rstrip("/")))  # beside the run, never in it
         if not enc_list and run_root.exists(RESULTS_FILE):
             enc_list = list(dict.fromkeys(r.encoder for r in read_results(run_root)))
         if not ds and run_root.exists("spec.yaml"):
@@ -176,6 +189,9 @@ def gallery(
         raise SpecError("gallery: name the encoders (--encoders a,b) or a run that has results")
     if not ds:
         raise SpecError("gallery: name the dataset (--datasets NAME) or a run whose spec has one")
+    if output is not None:
+        _refuse_inside(output, [run_root] if run_root is not None else [])
+        out, folder = StorageRoot.open(str(output), writable=True), ()
     q = _split(queries)
     query_arg: int | list[str] = int(q[0]) if len(q) == 1 and q[0].isdigit() and "," not in queries else q
     recipe = GalleryRecipe(
@@ -196,7 +212,7 @@ def gallery(
     # the patches are encoded by the extraction pipeline's actors, into the feature cache
     with ray_session(os.environ.get("RAY_ADDRESS")), progress_bar(f"gallery {name}") as update:
         result, paths, hits = make_gallery(root, recipe, out=out, name=name, queries=query_arg, top_k=top,
-                                           progress=update)  # fmt: skip
+                                           progress=update, folder=folder)  # fmt: skip
     table = Table(title=f"gallery {name}: queries {result.queries}")
     keys = [k for k in result.summary[0] if k not in ("encoder", "feature")]
     for col in ("encoder", "feature", *keys):
@@ -208,6 +224,3 @@ def gallery(
         console.print(f"features from cache: {', '.join(hits)}", highlight=False)
     for kind, path in paths.items():
         console.print(f"[green]{kind}[/green]: {path}", highlight=False)
-    if run_root is not None and run_root.exists(RESULTS_FILE):
-        build_report(run_root, formats=["md", "html"])
-        console.print(f"report updated: {run_root.uri_of('report.html')}", highlight=False)

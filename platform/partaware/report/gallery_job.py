@@ -122,8 +122,12 @@ def make_gallery(
     queries: Sequence[int] | Sequence[str] | int = 3,
     top_k: int = 8,
     progress=None,
+    folder: tuple[str, ...] = ("galleries",),
 ) -> tuple[GalleryResult, dict[str, str], list[str]]:
     """Build, write and return a gallery; also returns the paths written and the encoders that were cache hits.
+
+    Files go to ``out/<folder...>/<name>.png`` and ``.json`` (``folder=()``: straight into ``out``, as
+    ``partctl gallery --output`` asks).
 
     Needs a running Ray (the patches are encoded by the extraction pipeline's actors)."""
     from partaware.extract.pipeline import resolve_spec
@@ -170,8 +174,8 @@ def make_gallery(
         "encoders": result.summary,
     }
     paths = {
-        "png": out.write_bytes(result.png, "galleries", f"{name}.png"),
-        "json": out.write_json(summary, "galleries", f"{name}.json"),
+        "png": out.write_bytes(result.png, *folder, f"{name}.png"),
+        "json": out.write_json(summary, *folder, f"{name}.json"),
     }
     return result, paths, cache_hits
 
