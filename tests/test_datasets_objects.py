@@ -48,7 +48,7 @@ def make_partimagenet(tmp_path):
         "categories": CATEGORIES,
     }
     val = {
-        "images": [{"id": 2, "file_name": "n02085620_123.JPEG", "width": 40, "height": 30}],
+        "images": [{"id": 2, "file_name": "n02099601_123.JPEG", "width": 40, "height": 30}],
         "annotations": [
             {"id": 200, "image_id": 2, "category_id": 1, "bbox": [0, 0, 40, 30], "segmentation": square(0, 0, 39, 29)},
             {"id": 201, "image_id": 2, "category_id": 0, "bbox": [0, 0, 10, 10], "segmentation": square(0, 0, 9, 9)},
@@ -60,7 +60,7 @@ def make_partimagenet(tmp_path):
     write(root / "annotations" / "val.json", json.dumps(val))
     write(root / "annotations" / "test.json", json.dumps(test))
     write(root / "images" / "train" / "n01440764_10029.JPEG", jpeg(40, 30))
-    write(root / "images" / "val" / "n02085620_123.JPEG", jpeg(40, 30))
+    write(root / "images" / "val" / "n02099601_123.JPEG", jpeg(40, 30))
     return root.parent
 
 
@@ -74,10 +74,10 @@ def test_partimagenet_parts_masks_and_label_maps(store, tmp_path):
         "train/n01440764_10029/part002",
         "train/n01440764_10029/part-map",
         "train/n01440764_10029/object",
-        "val/n02085620_123/part001",
-        "val/n02085620_123/part002",
-        "val/n02085620_123/part-map",
-        "val/n02085620_123/object",
+        "val/n02099601_123/part001",
+        "val/n02099601_123/part002",
+        "val/n02099601_123/part-map",
+        "val/n02099601_123/object",
     }
     fin = rows["train/n01440764_10029/part001"]
     # ids are the shipped list's (partimagenet-parts-40, README order): Fish Fin is part 11, Fish object 2
@@ -90,18 +90,18 @@ def test_partimagenet_parts_masks_and_label_maps(store, tmp_path):
     assert second["mask_uri"] == fin["mask_uri"] and int((instances == second["mask_index"]).sum()) == 5 * 20
     # the part label map: category index + 1, a later polygon over an earlier one
     semantic = np.asarray(
-        Image.open(io.BytesIO(prepared.root.read_bytes(rows["val/n02085620_123/part001"]["label_map_uri"])))
+        Image.open(io.BytesIO(prepared.root.read_bytes(rows["val/n02099601_123/part001"]["label_map_uri"])))
     )  # noqa: E501
     assert semantic[0, 0] == 1 and semantic[20, 20] == 2 and semantic[9, 9] == 1 and semantic[10, 10] == 2
-    obj = rows["val/n02085620_123/object"]
+    obj = rows["val/n02099601_123/object"]
     assert (obj["label"], obj["level"], obj["box"], obj["sample_rule"]) == ("Quadruped", "object", None, "whole-image")
     assert (
         prepared.info["object_classes"][:3] == ["Quadruped", "Biped", "Fish"]
         and len(prepared.info["object_classes"]) == 11
     )
-    part_map = rows["val/n02085620_123/part-map"]
+    part_map = rows["val/n02099601_123/part-map"]
     assert (part_map["label_id"], part_map["sample_rule"], part_map["label_map_uri"]) == (
-        -1, "whole-image", rows["val/n02085620_123/part001"]["label_map_uri"])  # fmt: skip
+        -1, "whole-image", rows["val/n02099601_123/part001"]["label_map_uri"])  # fmt: skip
     errors = {(e["kind"], e["record"]) for e in prepared.errors().to_pylist()}
     assert errors == {("unreadable-annotation", "annotation 102"), ("missing-image", "image 3")}
 

@@ -174,7 +174,8 @@ def test_zhu_pascal_part_193_keeps_the_release_ids_and_never_shows_a_placeholder
 # --- PartImageNet ---------------------------------------------------------------------------------------
 
 
-OOD = {"train": ["n01440764", "n02085620", "n04037443"], "val": ["n01443537"], "test": ["n02086240"]}
+# Real members of each split (image j is a quadruped, a fish or a car, j mod 3: see make_partimagenet).
+OOD = {"train": ["n02089867", "n01440764", "n04037443"], "val": ["n02099601"], "test": ["n02085782"]}
 
 
 def test_partimagenet_ood_named_parts_label_maps_and_class_disjoint_splits(store, tmp_path):
@@ -192,13 +193,18 @@ def test_partimagenet_ood_named_parts_label_maps_and_class_disjoint_splits(store
     split_info = info["partimagenet"]
     assert split_info["class_disjoint"] and split_info["classes_per_split"]["train"] == sorted(OOD["train"])
     assert split_info["published_class_counts"] == {"train": 109, "val": 19, "test": 30}
+    assert split_info["class_list"]["name"] == "partimagenet-classes-158"
+    assert prepared.checksums()["classes/partimagenet-classes-158.json"]  # in the version's content digest
+    objects = {r["image_id"]: r["label"] for r in rows if r["level"] == "object"}
+    assert objects == {"n02089867_1": "Quadruped", "n01440764_2": "Fish", "n04037443_3": "Car",
+                       "n02099601_1": "Quadruped", "n02085782_1": "Quadruped"}  # fmt: skip
     car = next(r for r in maps if r["image_id"].startswith("n04037443"))  # a car: body 25, tire 26 (stored k+1)
     assert set(np.unique(stored(prepared, car["label_map_uri"])).tolist()) == {25, 26}
 
 
 def test_partimagenet_ood_refuses_shared_classes_and_missing_splits(store, tmp_path):
-    make_partimagenet(tmp_path / "src", {**OOD, "test": ["n01440764"]})
-    with pytest.raises(DatasetError, match="class n01440764 is in both test.json and train.json") as err:
+    make_partimagenet(tmp_path / "src", {**OOD, "test": ["n02089867"]})
+    with pytest.raises(DatasetError, match="class n02089867 is in both test.json and train.json") as err:
         prepare_dataset(store, "partimagenet", source=str(tmp_path / "src"))
     assert "\n" not in str(err.value)
     seg, _ = prepare_dataset(store, "partimagenet", source=str(tmp_path / "src"), options={"release": "seg"})
@@ -206,6 +212,53 @@ def test_partimagenet_ood_refuses_shared_classes_and_missing_splits(store, tmp_p
     (tmp_path / "src" / "PartImageNet" / "annotations" / "val.json").unlink()
     with pytest.raises(DatasetError, match="has no val.json"):
         prepare_dataset(store, "partimagenet", source=str(tmp_path / "src"), options={"release": "seg"})
+
+
+def test_partimagenet_classes_list_holds_158_classes_in_the_published_splits():
+    classes = load_class_list("partimagenet-classes-158")
+    entries = classes.entries
+    assert len(entries) == 158 and len({c["wnid"] for c in entries}) == 158
+    counts = {s: sum(c["split"] == s for c in entries) for s in ("train", "val", "test")}
+    assert counts == {"train": 109, "val": 19, "test": 30}
+    pin = load_class_list("partimagenet-parts-40")
+    per_super = {s["name"]: s["classes"] for s in pin.spec["supercategories"]}
+    assert {s: sum(c["supercategory"] == s for c in entries) for s in per_super} == per_super
+    by_wnid = {c["wnid"]: c for c in entries}
+    assert (by_wnid["n01440764"]["name"], by_wnid["n01440764"]["split"]) == ("tench", "train")
+    assert by_wnid["n01484850"]["split"] == "val" and by_wnid["n04591713"]["split"] == "test"
+
+
+@pytest.mark.parametrize(
+    ("classes", "options", "message"),
+    [
+        ({**OOD, "val": ["n02085620"]}, {}, r"val.json: image 4 \('n02085620_1.JPEG'\): class 'n02085620' is not in "
+         r"class list partimagenet-classes-158"),
+        ({**OOD, "val": ["n02085782"], "test": ["n02099601"]}, {}, r"val.json: image 4 \('n02085782_1.JPEG'\): "
+         r"class n02085782 \(Japanese spaniel\) is in the test split of class list partimagenet-classes-158, not val"),
+        ({**OOD, "val": ["n02085620"]}, {"release": "seg"}, r"class 'n02085620' is not in class list"),
+    ],
+)  # fmt: skip
+def test_partimagenet_class_outside_the_list_or_its_split_is_refused(store, tmp_path, classes, options, message):
+    make_partimagenet(tmp_path / "src", classes)
+    with pytest.raises(DatasetError, match=message) as err:
+        prepare_dataset(store, "partimagenet", source=str(tmp_path / "src"), options=options)
+    assert "\n" not in str(err.value) and "nothing was published" in str(err.value)
+    assert list_versions(store, "partimagenet") == []
+
+
+def test_partimagenet_seg_release_takes_any_listed_class_in_any_split(store, tmp_path):
+    make_partimagenet(tmp_path / "src", {**OOD, "val": ["n02085782"], "test": ["n02099601"]})
+    prepared, _ = prepare_dataset(store, "partimagenet", source=str(tmp_path / "src"), options={"release": "seg"})
+    assert prepared.info["partimagenet"]["classes_per_split"]["val"] == ["n02085782"]
+
+
+def test_partimagenet_parts_of_another_supercategory_are_an_error_row(store, tmp_path):
+    make_partimagenet(tmp_path / "src", {**OOD, "train": ["n01443537", "n01440764", "n04037443"]})  # a fish shown as
+    prepared, _ = prepare_dataset(store, "partimagenet", source=str(tmp_path / "src"),  # a quadruped (image 1)
+                                  options={"max_error_rate": 0.5})  # fmt: skip
+    [error] = prepared.errors().to_pylist()
+    assert "parts of Quadruped on an image of n01443537 (goldfish), a Fish" in error["message"]
+    assert not [r for r in prepared.manifest().to_pylist() if r["image_id"] == "n01443537_1"]
 
 
 def test_partimagenet_category_outside_the_list_is_refused(store, tmp_path):

@@ -10,8 +10,10 @@ exist: ``PartImageNet_OOD`` (the original; train/val/test hold disjoint ImageNet
 Names: the shipped list ``partimagenet-parts-40`` (the README's super-categories and their parts):
 part label ids are its order, the release's categories are matched to it by name (a category not in
 it stops the conversion: the list does not fit the release); objects are the 11 super-categories in
-the README's order. The 158 ImageNet classes are not published outside the release: each image's
-class is its file name's WordNet id, and ``dataset.json`` lists the classes of each split.
+the README's order. Classes: the shipped list ``partimagenet-classes-158`` (each ImageNet class's
+WordNet id, super-category and OOD split, read from public loaders of the release; see its
+``source``). An image's class is its file name's WordNet id; one the list lacks, or (``release=ood``)
+one in another split than the list says, stops the conversion: the list does not fit the release.
 
 Rows per image: one ``part-box`` row per annotation (box from ``bbox``, mask = its polygons in an
 instance map ``masks/<split>/<stem>.png`` at ``mask_index`` k); one whole-image part label-map row
@@ -49,8 +51,9 @@ from partaware.datasets.labelmaps import IMAGE_EXTS
 from partaware.errors import DatasetError
 from partaware.validation import register_options_model
 
-CONVERTER_VERSION = "partimagenet-2"
+CONVERTER_VERSION = "partimagenet-3"
 CLASS_LIST = "partimagenet-parts-40"
+IMAGE_CLASSES = "partimagenet-classes-158"
 _WNID = re.compile(r"(n\d{8})")
 
 
@@ -85,12 +88,33 @@ def image_class(file_name: str) -> str | None:
     return m.group(1) if m else None
 
 
+def class_index(classes: ClassList) -> dict[str, dict]:
+    """WordNet id -> its entry of ``partimagenet-classes-158`` (name, super-category, OOD split)."""
+    return {c["wnid"]: c for c in classes.entries}
+
+
+def check_image_class(classes: ClassList, rec: Mapping, split: str, json_file: str, release: str) -> dict:
+    """The list's entry for an image's class; ``DatasetError`` (one line: file, image, class) for a class the
+    list lacks or, for the OOD release, one the list puts in another split."""
+    wnid = image_class(rec["file_name"])
+    entry = class_index(classes).get(wnid or "")
+    where = f"partimagenet: {json_file}: image {rec.get('id')!r} ({rec['file_name']!r})"
+    if entry is None:
+        raise DatasetError(f"{where}: class {wnid!r} is not in class list {classes.name}; nothing was published")
+    if release == "ood" and entry["split"] != split:
+        raise DatasetError(
+            f"{where}: class {wnid} ({entry['name']}) is in the {entry['split']} split of class list {classes.name}, "
+            f"not {split} (release=ood); nothing was published"
+        )
+    return entry
+
+
 def split_classes(conv: Conversion, work: list, release: str) -> dict:
     """Which ImageNet classes each split holds; for the OOD release, ``DatasetError`` if two splits share one."""
     per_split: dict[str, set[str]] = {}
     for split, _, rec, _ in work:
         wnid = image_class(rec["file_name"])
-        if wnid:
+        if wnid:  # a file name without one is refused by ``check_image_class``
             per_split.setdefault(split, set()).add(wnid)
     shared = {}
     names = sorted(per_split)
@@ -143,13 +167,17 @@ class PartImageNetConverter(Converter):
 
     @classmethod
     def extra_recipe(cls) -> dict:
-        classes = load_class_list(CLASS_LIST)
-        return {"class_list": {"name": classes.name, "sha256": classes.sha256}}
+        classes, images = load_class_list(CLASS_LIST), load_class_list(IMAGE_CLASSES)
+        return {
+            "class_list": {"name": classes.name, "sha256": classes.sha256},
+            "image_classes": {"name": images.name, "sha256": images.sha256},
+        }
 
     def records(self) -> list[tuple]:
         """(split, json file, image record, [(index, annotation)]) of each usable image record."""
         conv, opts = self.conv, self.opts
         self.classes = classes = load_class_list(CLASS_LIST)
+        self.image_classes = load_class_list(IMAGE_CLASSES)
         files = conv.source.files()
         self.by_name: dict[str, list[str]] = {}
         for f in files:
@@ -183,7 +211,11 @@ class PartImageNetConverter(Converter):
         self.names = classes.names()
         self.supers = [s["name"] for s in classes.spec["supercategories"]]
         self.object_of = [c["object"] for c in classes.entries]  # each part class's super-category, list spelling
-        self.split_info = split_classes(conv, work, opts.release)
+        self.split_info = split_classes(conv, work, opts.release)  # shared classes first: the clearer message
+        self.class_of = {
+            rec["file_name"]: check_image_class(self.image_classes, rec, split, json_file, opts.release)
+            for split, json_file, rec, _ in work
+        }
         self.seen: set[tuple[str, str]] = set()
         return work
 
@@ -229,6 +261,18 @@ class PartImageNetConverter(Converter):
             rec = item[2]
             self.conv.error(rec["file_name"], f"image {rec.get('id')}", image_error_kind(exc), str(exc), item=stem)
 
+    def _object_of(self, item: tuple, stem: str, categories: list[int]) -> str | None:
+        """The image's super-category (its class's, from the list); None (an error row) when its parts say another."""
+        _, json_file, rec, _ = item
+        entry = self.class_of[rec["file_name"]]
+        others = sorted({self.object_of[self.label_of[c]] for c in categories} - {entry["supercategory"]})
+        if others:
+            self.conv.error(json_file, f"image {rec.get('id')}", "unreadable-annotation",
+                            f"parts of {', '.join(others)} on an image of {entry['wnid']} ({entry['name']}), a "
+                            f"{entry['supercategory']} in class list {self.image_classes.name}", item=stem)  # fmt: skip
+            return None
+        return entry["supercategory"]
+
     def rows(self, item: tuple, loaded: tuple[str, LoadedImage]) -> list[dict]:
         stem = self._stem(item)
         if stem is None:
@@ -259,6 +303,9 @@ class PartImageNetConverter(Converter):
                 draw_i.polygon(poly, fill=k)
                 draw_s.polygon(poly, fill=label_of[cid] + 1)
             parts.append((k, cid, [x, y, x + w, y + h]))
+        obj = self._object_of(item, stem, [cid for _, cid, _ in parts])
+        if obj is None:
+            return []
         image_uri = conv.build.add_file(f"images/{split}/{posixpath.basename(path)}", image.data)
         map_uri = conv.build.add_file(f"labels/part/{split}/{stem}.png", encode_png(np.asarray(semantic)))
         mask_uri = conv.build.add_file(f"masks/{split}/{stem}.png", encode_png(np.asarray(instance)))
@@ -269,8 +316,6 @@ class PartImageNetConverter(Converter):
             "height": image.height,
             "split": split,
         }
-        obj_supers = {object_of[label_of[cid]] for _, cid, _ in parts}
-        obj = obj_supers.pop() if len(obj_supers) == 1 else None
         rows = []
         for k, cid, box in parts:
             sup = object_of[label_of[cid]]
@@ -302,7 +347,7 @@ class PartImageNetConverter(Converter):
                     "sample_rule": "whole-image",
                 }
             )
-        if obj is not None:
+        if parts:  # an image without parts is not part of the release's objects either
             rows.append(
                 {
                     **common,
@@ -322,6 +367,7 @@ class PartImageNetConverter(Converter):
         classes.add_to(self.conv.build)
         part_list, object_list = classes.record("classes"), classes.record("supercategories")
         published = {k: v["classes"] for k, v in classes.spec["splits"].items()}
+        self.image_classes.add_to(self.conv.build)
         return {
             "description": "PartImageNet: part boxes and masks, part label maps, super-category objects",
             "part_classes": names,
@@ -333,6 +379,7 @@ class PartImageNetConverter(Converter):
             "partimagenet": {
                 **self.split_info,
                 "published_class_counts": published if self.opts.release == "ood" else None,
+                "class_list": self.image_classes.record("classes"),
             },
         }
 
