@@ -80,6 +80,15 @@ def test_ade20k_150_challenge_layout_and_class_names(store, tmp_path):
     classes = prepared.info["label_maps"]["classes"]
     assert len(classes) == 150 and classes[0] == "wall" and classes[-1] == "flag"
     assert {r["level"] for r in prepared.manifest().to_pylist()} == {"object"}
+    used = prepared.info["class_lists"]["object"]  # the shipped list, its digest in the version's content
+    assert used["name"] == "ade20k-150" and prepared.checksums()["classes/ade20k-150.json"] == used["sha256"]
+    assert prepared.info["label_maps"]["class_list"] == used
+    rows = "Idx\tRatio\tTrain\tVal\tName\n" + "".join(f"{i}\t0.1\t1\t1\tthing {i};alias\n" for i in range(1, 151))
+    write(root / "objectInfo150.txt", rows)  # a release's own names win, recorded as such
+    named, _ = prepare_dataset(store, "ade20k", source=str(root))
+    assert named.info["label_maps"]["classes"][16] == "thing 17"
+    assert named.info["class_lists"]["object"]["name"] == "objectInfo150.txt"
+    assert "classes/ade20k-150.json" not in named.checksums()
 
 
 def test_ade20k_object_accepts_names_and_checks_the_count(store, tmp_path):
@@ -127,6 +136,7 @@ def test_lip_raw_release_reports_bad_records_by_name(store, tmp_path):
     msg = next(e["message"] for e in prepared.errors().to_pylist() if e["kind"] == "label-out-of-range")
     assert "[23]" in msg and "0..19" in msg
     assert prepared.info["label_maps"]["classes"][0] == "Hat" and prepared.info["records"] == 6
+    assert prepared.info["class_lists"]["part"]["name"] == "lip-19" and "classes/lip-19.json" in prepared.checksums()
     # default threshold 5%: 3 of 6 bad fails, naming them
     with pytest.raises(DatasetError, match="3 bad records out of 6"):
         prepare_dataset(store, "lip", source=str(src), options={"splits": ["train", "val"]})

@@ -3,7 +3,7 @@
 Sources:
 - ``ade20k``: ``ADEChallengeData2016/{images,annotations}/{training,validation}`` (``.jpg`` + ``.png``,
   0 = "other", ignored); class names from ``objectInfo150.txt`` when the release has it, else the
-  standard list below.
+  shipped list ``ade20k-150`` (``classes/ade20k-150.json``, its digest in the version).
 - ``ade20k-part``: ``ADE20K_Part/{img,ann}/{train,val}`` (0 = background, 1..209 parts).
 - ``ade20k-object``: the same two layouts, 59 object ids.
 
@@ -27,32 +27,14 @@ from partaware.datasets.labelmaps import LabelMapConverter, Pair, read_class_nam
 from partaware.errors import DatasetError
 from partaware.validation import register_options_model
 
-CONVERTER_VERSION = "ade20k-2"
-#: The shipped list of each Zhu-compatible dataset (numeric ids, names unpublished).
-ZHU_LISTS = {"ade20k-part": "zhu-ade20k-part-209", "ade20k-object": "zhu-ade20k-object-59"}
+CONVERTER_VERSION = "ade20k-3"
+#: The shipped list of each dataset: the benchmark's names, or the Zhu-compatible ids (names unpublished).
+LISTS = {"ade20k": "ade20k-150", "ade20k-part": "zhu-ade20k-part-209", "ade20k-object": "zhu-ade20k-object-59"}
 CHALLENGE_LAYOUT = {
     "train": ("images/training", "annotations/training"),
     "val": ("images/validation", "annotations/validation"),
 }
 PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
-
-ADE20K_150_CLASSES = (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
-    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
-    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
-    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
-    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path",
-    "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase",
-    "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus", "towel",
-    "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver", "airplane",
-    "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster",
-    "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool",
-    "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
-    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture",
-    "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor",
-    "bulletin board", "shower", "radiator", "glass", "clock", "flag",
-)  # fmt: skip
 
 
 @register_options_model
@@ -65,44 +47,34 @@ class LabelMapOptions(ConverterOptions):
 
 
 class Ade20kConverter(LabelMapConverter):
-    """``ade20k``, the 150-class benchmark; subclasses are the Zhu-compatible releases (a shipped list names them)."""
+    """``ade20k``, the 150-class benchmark; subclasses are the Zhu-compatible releases (named by shipped lists)."""
 
     name, version, options_model = "ade20k", CONVERTER_VERSION, LabelMapOptions
     level, num_classes, layouts = "object", 150, [CHALLENGE_LAYOUT]
 
     @classmethod
-    def zhu_list(cls) -> ClassList | None:
-        zhu = load_class_list(ZHU_LISTS[cls.name]) if cls.name in ZHU_LISTS else None
-        if zhu is not None and len(zhu.ids) != cls.num_classes:
+    def shipped_list(cls) -> ClassList:
+        shipped = load_class_list(LISTS[cls.name])
+        if len(shipped.ids) != cls.num_classes:
             raise DatasetError(
-                f"{cls.name}: class list {zhu.name} has {len(zhu.ids)} classes, the dataset {cls.num_classes}"
+                f"{cls.name}: class list {shipped.name} has {len(shipped.ids)} classes, the dataset {cls.num_classes}"
             )
-        return zhu
+        return shipped
 
     @classmethod
     def extra_recipe(cls) -> dict | None:
-        zhu = cls.zhu_list()
-        return {"class_list": {"name": zhu.name, "sha256": zhu.sha256}} if zhu else None
+        shipped = cls.shipped_list()
+        return {"class_list": {"name": shipped.name, "sha256": shipped.sha256}}
 
     def records(self) -> list[Pair]:
-        conv, opts, zhu = self.conv, self.opts, self.zhu_list()
-        names, names_source = _class_names(conv, self.name, self.num_classes)
-        record = None
-        if names_source == "options":
-            record = options_class_list(names, "class_names" if opts.class_names else "classes_file")
-        elif zhu is not None:
-            names, names_source, record = (
-                zhu.names(),
-                f"class list {zhu.name} (ids as released, names unpublished)",
-                zhu.record(),
-            )
-            zhu.add_to(conv.build)
+        names, names_source, record = named_classes(
+            self.conv, self.shipped_list(), _release_names(self.conv, self.name)
+        )
         self._info = {
             "description": f"{self.name}: {self.num_classes}-class {self.level} label maps",
             "label_maps": label_map_info(self.level, names, names_source=names_source, class_list=record),
+            "class_lists": {self.level: record},
         }
-        if record is not None:
-            self._info["class_lists"] = {self.level: record}
         return super().records()
 
     def info(self) -> dict:
@@ -122,26 +94,37 @@ prepare_ade20k_part = Ade20kPartConverter.prepare
 prepare_ade20k_object = Ade20kObjectConverter.prepare
 
 
-def _class_names(conv: Conversion, name: str, num_classes: int) -> tuple[list[str], str]:
+def named_classes(
+    conv: Conversion, shipped: ClassList, release: tuple[list[str], str] | None = None
+) -> tuple[list[str], str, dict]:
+    """(names, where they come from, class-list record): ``class_names``/``classes_file`` options, else the
+    release's own names (``release``: names and file), else the shipped list (copied into the version)."""
     opts: LabelMapOptions = conv.options
-    given = read_class_names(conv, opts.classes_file, opts.class_names, num_classes)
+    given = read_class_names(conv, opts.classes_file, opts.class_names, len(shipped.ids))
     if given is not None:
-        return given, "options"
-    if name == "ade20k":
-        info_files = [f for f in conv.source.files() if f.endswith("objectInfo150.txt")]
-        if info_files:
-            return _object_info_names(conv, min(info_files, key=len)), "objectInfo150.txt"
-        return list(ADE20K_150_CLASSES), "built-in list (ADE20K SceneParsing objectInfo150 order)"
-    return [], "class list"  # the Zhu-compatible list names them (placeholders, shown as such)
+        return given, "options", options_class_list(given, "class_names" if opts.class_names else "classes_file")
+    if release is not None:
+        names, file = release
+        return names, file, options_class_list(names, file, note=f"class names of the release's {file}")
+    shipped.add_to(conv.build)
+    unnamed = "" if shipped.named else " (ids as released, names unpublished)"
+    return shipped.names(), f"class list {shipped.name}{unnamed}", shipped.record()
 
 
-def _object_info_names(conv: Conversion, path: str) -> list[str]:
-    """``Idx Ratio Train Val Name`` rows (tab-separated); the first synonym of each name."""
+def _release_names(conv: Conversion, name: str) -> tuple[list[str], str] | None:
+    """ADE20K-150's names from the release's ``objectInfo150.txt`` (None without one of 150 rows)."""
+    if name != "ade20k":
+        return None
+    info_files = [f for f in conv.source.files() if f.endswith("objectInfo150.txt")]
+    names = _object_info_names(conv, min(info_files, key=len)) if info_files else None
+    return (names, "objectInfo150.txt") if names else None
+
+
+def _object_info_names(conv: Conversion, path: str) -> list[str] | None:
+    """``Idx Ratio Train Val Name`` rows (tab-separated); the first synonym of each name (None unless 150)."""
     names = []
     for line in conv.source.read_text(path).splitlines()[1:]:
         fields = line.split("\t") if "\t" in line else line.split(None, 4)
         if len(fields) >= 5:
             names.append(fields[4].split(";")[0].split(",")[0].strip())
-    if len(names) != 150:
-        return list(ADE20K_150_CLASSES)
-    return names
+    return names if len(names) == 150 else None

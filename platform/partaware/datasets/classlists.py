@@ -120,8 +120,10 @@ def load_class_list(name: str) -> ClassList:
     return ClassList(name, data, digest, spec)
 
 
-def options_class_list(names: list[str], source: str) -> dict[str, Any]:
-    """The record for names given in options (no shipped file): their digest still identifies them."""
+def options_class_list(names: list[str], source: str, note: str | None = None) -> dict[str, Any]:
+    """The record for names not in a shipped file (options, or ``note``: a release's own file): their digest
+    still identifies them."""
     digest = hashlib.sha256(json.dumps(names).encode()).hexdigest()
-    return {"name": f"options ({source})", "sha256": digest, "named": True, "entries": "classes", "file": None,
-            "version": "", "source": {"note": f"class names given by the user ({source})"}}  # fmt: skip
+    name, note = (source, note) if note else (f"options ({source})", f"class names given by the user ({source})")
+    return {"name": name, "sha256": digest, "named": True, "entries": "classes", "file": None, "version": "",
+            "source": {"note": note}}  # fmt: skip

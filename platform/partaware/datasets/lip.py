@@ -7,35 +7,37 @@ paper's processed layout ``LIP/{img,ann}/{train,val}``. Both are found anywhere 
 
 from __future__ import annotations
 
-from partaware.datasets.ade20k import LabelMapOptions
+from partaware.datasets.ade20k import LabelMapOptions, named_classes
+from partaware.datasets.classlists import load_class_list
 from partaware.datasets.convert import label_map_info
-from partaware.datasets.labelmaps import LabelMapConverter, Pair, read_class_names
+from partaware.datasets.labelmaps import LabelMapConverter, Pair
 
-CONVERTER_VERSION = "lip-1"
-LIP_CLASSES = (
-    "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes", "Dress", "Coat", "Socks", "Pants", "Jumpsuits", "Scarf",
-    "Skirt", "Face", "Left-arm", "Right-arm", "Left-leg", "Right-leg", "Left-shoe", "Right-shoe",
-)  # fmt: skip
+CONVERTER_VERSION = "lip-2"
+CLASS_LIST = "lip-19"  # the benchmark's 19 names (``classes/lip-19.json``), its digest in the version
 RAW_LAYOUT = {"train": ("train_images", "train_segmentations"), "val": ("val_images", "val_segmentations")}
 PROCESSED_LAYOUT = {"train": ("img/train", "ann/train"), "val": ("img/val", "ann/val")}
 
 
 class LipConverter(LabelMapConverter):
     name, version, options_model = "lip", CONVERTER_VERSION, LabelMapOptions
-    level, num_classes, layouts = "part", len(LIP_CLASSES), [RAW_LAYOUT, PROCESSED_LAYOUT]
+    level, num_classes, layouts = "part", 19, [RAW_LAYOUT, PROCESSED_LAYOUT]
+
+    @classmethod
+    def extra_recipe(cls) -> dict:
+        shipped = load_class_list(CLASS_LIST)
+        return {"class_list": {"name": shipped.name, "sha256": shipped.sha256}}
 
     def records(self) -> list[Pair]:
-        self.names = read_class_names(self.conv, self.opts.classes_file, self.opts.class_names, self.num_classes)
+        names, names_source, record = named_classes(self.conv, load_class_list(CLASS_LIST))
+        self._info = {
+            "description": "LIP: 19 human part classes, label maps",
+            "label_maps": label_map_info("part", names, names_source=names_source, class_list=record),
+            "class_lists": {"part": record},
+        }
         return super().records()
 
     def info(self) -> dict:
-        names = self.names
-        return {
-            "description": "LIP: 19 human part classes, label maps",
-            "label_maps": label_map_info(
-                "part", names or list(LIP_CLASSES), names_source="options" if names else "LIP release"
-            ),
-        }
+        return self._info
 
 
 prepare_lip = LipConverter.prepare
