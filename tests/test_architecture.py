@@ -51,10 +51,12 @@ def _imported(importtime_stderr: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "args", [["encoders", "list"], ["validate", "jobs/quickstart.yaml"]], ids=["encoders-list", "validate"]
+    "args",
+    [["encoders", "list"], ["weights", "list"], ["validate", "jobs/quickstart.yaml"]],
+    ids=["encoders-list", "weights-list", "validate"],
 )
 def test_cli_listing_and_validation_import_no_torch_timm_or_ray(args, partctl, tmp_path):
-    extra = ["--storage", str(tmp_path)] if args[0] == "encoders" else []
+    extra = ["--storage", str(tmp_path)] if args[0] in ("encoders", "weights") else []
     out = partctl(*args, *extra, cwd=REPO, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     imported = _imported(out.stderr)

@@ -34,3 +34,19 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def download_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A byte-counting bar (size, speed, eta) on stderr for downloads; yields ``update(done_bytes, total_bytes)``."""
+    from rich.progress import DownloadColumn, TransferSpeedColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=False, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update

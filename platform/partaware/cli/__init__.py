@@ -64,6 +64,7 @@ from partaware.cli import (  # noqa: E402,F401  (registers the command groups)
     pretrain,
     report,
     runs,
+    weights,
 )
 
 BAD_INPUT = (SpecError, UnknownNameError, DatasetError, StorageUnusableError, CheckpointError)

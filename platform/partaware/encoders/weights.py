@@ -5,9 +5,10 @@ Where a file is looked for, in order:
    encoder name; a variant shares its base's folder);
 2. ``$PARTAWARE_WEIGHTS_DIR/<cache_key>/<filename>`` or ``$PARTAWARE_WEIGHTS_DIR/<filename>``, any fsspec
    URI (a read-only staging area on an air-gapped cluster: ``s3://bucket/weights``);
-3. a download: official URLs stream into the weight cache (retried with backoff, resumed with HTTP ``Range``
-   from a local partial file, a progress bar on a terminal; written atomically, sha256 checked *before* the
-   file becomes visible); timm tags go through ``huggingface_hub`` (its own cache, checks and resume).
+3. a download: official URLs stream into the weight cache with ``requests`` (retried with backoff, resumed with
+   HTTP ``Range`` from a local partial file, progress reported to a callback; written atomically, sha256 checked
+   *before* the file becomes visible); timm tags go through ``huggingface_hub`` (its own cache, checks and
+   resume). ``partctl weights fetch`` does this ahead of a run, with a progress bar.
 Offline (``PARTAWARE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``), or for releases with no plain download
 (Google Drive), step 3 is replaced by ``WeightsUnavailableError`` naming the file to stage and where.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import io
 import os
 import pickle
@@ -28,9 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +41,7 @@ from partaware.storage import StorageRoot, filesystem_for
 WEIGHTS_DIR_ENV = "PARTAWARE_WEIGHTS_DIR"
 OFFLINE_ENVS = ("PARTAWARE_OFFLINE", "HF_HUB_OFFLINE")
 _CHUNK = 1 << 20
+_NET_CHUNK = 1 << 16  # bytes per network read (a dropped connection loses the read under way)
 
 
 class WeightsUnavailableError(PartawareError, FileNotFoundError):
@@ -101,7 +100,8 @@ def staging_instruction(spec: EncoderSpec, root: StorageRoot, *, why: str) -> st
         source = _timm_source(spec)
     return (
         f"weights for encoder {spec.name!r} are not available ({why}). Stage the file {rel[2]!r} "
-        f"(from {source}) at {root.uri_of(*rel)} or under ${WEIGHTS_DIR_ENV}/{rel[1]}/, then rerun"
+        f"(from {source}) at {root.uri_of(*rel)} (partctl weights stage {spec.name} FILE --storage {root.uri}) "
+        f"or under ${WEIGHTS_DIR_ENV}/{rel[1]}/, then rerun"
     )
 
 
@@ -196,6 +196,8 @@ RETRY_BACKOFF_S = 1.0
 RETRY_STATUSES = (408, 425, 429, 500, 502, 503, 504)
 #: where partial downloads wait to be resumed (default: ``<tmp>/partaware-downloads``)
 DOWNLOAD_DIR_ENV = "PARTAWARE_DOWNLOAD_DIR"
+#: seconds to connect, seconds to wait for the next bytes, and the longest ``Retry-After`` honoured
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_RETRY_AFTER_S = 15.0, 60.0, 60.0
 ProgressFn = Callable[[int, int], None]
 
 
@@ -203,17 +205,18 @@ def download_to_cache(
     spec: EncoderSpec,
     root: StorageRoot,
     *,
-    opener: Callable[..., Any] = urllib.request.urlopen,
     progress: ProgressFn | None = None,
     attempts: int = DOWNLOAD_ATTEMPTS,
 ) -> str:
     """Fetch ``weights.location`` into the weight cache; the file appears only whole and with the right sha256.
 
     Each attempt continues the bytes already fetched (a local ``.part`` file, kept across attempts and processes)
-    with an HTTP ``Range`` request; a server that ignores it sends the whole file again. Connection errors and
-    retryable statuses (``RETRY_STATUSES``) are retried ``attempts`` times with exponential backoff; any other
-    status fails at once. ``progress(done, total)`` is called as bytes arrive (default: a tqdm bar on a terminal).
-    Concurrent downloads of one file (two extraction actors) wait for each other: the second finds it cached.
+    with an HTTP ``Range`` request; a server that ignores it (200, or a ``Content-Range`` that starts elsewhere)
+    sends the whole file again. Connection errors, bodies cut short and retryable statuses (``RETRY_STATUSES``,
+    honouring ``Retry-After``) are retried ``attempts`` times with exponential backoff; any other status fails at
+    once. ``progress(done, total)`` is called as bytes arrive (the CLI passes a rich bar). Concurrent downloads of
+    one file (two extraction actors) wait for each other: the second finds it cached. The HTTP client is
+    ``requests`` (proxies, certificates and connection reuse as users configure them).
     """
     rel = cache_relpath(spec)
     url = spec.weights.location
@@ -221,8 +224,7 @@ def download_to_cache(
     with _download_lock(part):
         if root.exists(*rel):  # another process finished it while this one waited
             return root.uri_of(*rel)
-        with _progress_or_bar(progress, rel[-1]) as update:
-            _fetch_with_retries(spec, root, part, opener=opener, progress=update, attempts=attempts)
+        _fetch_with_retries(spec, root, part, progress=progress, attempts=attempts)
         digest = _sha256_of(part)
         try:
             check_sha256(digest, spec.weights.sha256, what=url)
@@ -236,46 +238,81 @@ def download_to_cache(
     return root.uri_of(*rel)
 
 
-def _fetch_with_retries(spec: EncoderSpec, root: StorageRoot, part: Path, *, opener, progress, attempts: int) -> None:
+class _RetryableStatus(Exception):
+    """A status worth another attempt; ``wait`` is the server's ``Retry-After`` in seconds (0: none given)."""
+
+    def __init__(self, message: str, wait: float = 0.0):
+        super().__init__(message)
+        self.wait = wait
+
+
+def _fetch_with_retries(spec: EncoderSpec, root: StorageRoot, part: Path, *, progress, attempts: int) -> None:
+    import requests
+
     last: Exception | None = None
-    for attempt in range(1, max(1, attempts) + 1):
-        try:
-            _fetch_into(spec.weights.location, part, opener=opener, progress=progress)
-            return
-        except urllib.error.HTTPError as e:
-            if e.code == 416:  # the range is past the end: the partial file is not this file's prefix
-                part.unlink(missing_ok=True)
-            elif e.code not in RETRY_STATUSES:
+    with requests.Session() as session:
+        for attempt in range(1, max(1, attempts) + 1):
+            wait = RETRY_BACKOFF_S * 2 ** (attempt - 1)
+            try:
+                _fetch_into(session, spec.weights.location, part, progress=progress)
+                return
+            except _RetryableStatus as e:
+                last, wait = e, max(wait, min(e.wait, MAX_RETRY_AFTER_S))
+            except requests.HTTPError as e:
                 raise WeightsUnavailableError(staging_instruction(spec, root, why=f"download failed: {e}")) from e
-            last = e
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            if isinstance(e, PartawareError):
-                raise
-            last = e
-        if attempt < attempts:
-            time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            except (requests.RequestException, OSError) as e:
+                last = e
+            if attempt < attempts:
+                time.sleep(wait)
     why = f"download failed after {attempts} attempts: {last}"
     raise WeightsUnavailableError(staging_instruction(spec, root, why=why)) from last
 
 
-def _fetch_into(url: str, part: Path, *, opener, progress: ProgressFn | None) -> None:
+def _fetch_into(session, url: str, part: Path, *, progress: ProgressFn | None) -> None:
     """One attempt: append the rest of ``url`` to ``part`` (from its current size); raise if cut short."""
+    import requests
+
     have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with opener(request, timeout=60) as response:
-        if have and getattr(response, "status", 200) != 206:  # the range was ignored: the whole file follows
+    headers = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {"Accept-Encoding": "identity"}
+    with session.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as response:
+        if response.status_code == 416:  # the range is past the end: the partial file is not this file's prefix
+            part.unlink(missing_ok=True)
+            raise _RetryableStatus(f"HTTP 416 for {url}: restarting from the first byte")
+        if response.status_code in RETRY_STATUSES:
+            raise _RetryableStatus(f"HTTP {response.status_code} {response.reason} from {url}",
+                                   _retry_after(response.headers.get("Retry-After")))  # fmt: skip
+        if response.status_code >= 400:
+            raise requests.HTTPError(f"HTTP {response.status_code} {response.reason} from {url}", response=response)
+        if have and _range_start(response) != have:  # the range was ignored: the whole file follows
             have = 0
-        length = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
-        total = have + int(length) if length and length.isdigit() else 0
+        length = response.headers.get("Content-Length", "")
+        total = have + int(length) if length.isdigit() else 0
         done = have
         with part.open("ab" if have else "wb") as out:
-            while chunk := response.read(_CHUNK):
+            for chunk in response.iter_content(_NET_CHUNK):  # small reads: a cut loses at most one
                 out.write(chunk)
                 done += len(chunk)
                 if progress:
                     progress(done, total)
     if total and done < total:
         raise OSError(f"connection closed after {done} of {total} bytes")
+
+
+def _range_start(response) -> int | None:
+    """Where a 206's ``Content-Range: bytes START-END/TOTAL`` starts (None: not a partial answer)."""
+    if response.status_code != 206:
+        return None
+    value = response.headers.get("Content-Range", "")
+    first = value.removeprefix("bytes ").split("-", 1)[0].strip()
+    return int(first) if first.isdigit() else None
+
+
+def _retry_after(value: str | None) -> float:
+    """``Retry-After`` in seconds (only the delta-seconds form; a date reads as no hint)."""
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _partial_path(url: str, filename: str) -> Path:
@@ -298,26 +335,6 @@ def _download_lock(part: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@contextmanager
-def _progress_or_bar(progress: ProgressFn | None, name: str) -> Iterator[ProgressFn | None]:
-    """``progress`` as given, else a tqdm bar on stderr when it is a terminal (tqdm ships with huggingface_hub)."""
-    if progress is not None or not sys.stderr.isatty():
-        yield progress
-        return
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        yield None
-        return
-    with tqdm(desc=f"download {name}", unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
-
-        def update(done: int, total: int) -> None:
-            bar.total = total or None
-            bar.update(done - bar.n)
-
-        yield update
 
 
 def _sha256_of(path: Path) -> str:
@@ -380,7 +397,8 @@ def _fetch_timm_file(spec: EncoderSpec, root: StorageRoot) -> str:
         try:
             return hf_hub_download(cfg.hf_hub_id, _timm_filename(spec))
         except Exception as e:  # offline with an empty hub cache, no network, missing file
-            raise WeightsUnavailableError(staging_instruction(spec, root, why=f"hub: {type(e).__name__}")) from e
+            why = "offline, nothing staged or in the hub cache" if is_offline() else f"hub: {type(e).__name__}"
+            raise WeightsUnavailableError(staging_instruction(spec, root, why=why)) from e
     if is_offline():
         raise WeightsUnavailableError(staging_instruction(spec, root, why="offline, nothing staged"))
     url_spec = spec.model_copy(update={"weights": spec.weights.model_copy(update={"location": cfg.url})})
