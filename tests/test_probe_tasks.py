@@ -15,8 +15,8 @@ from partaware.probes.tasks.segmentation import segmentation_blocks
 WITH_HEAD = TINY.model_copy(update={"name": "test/with_head", "has_projection": True})
 
 
-def test_the_five_tasks_of_the_paper_are_registered():
-    assert PROBE_TASKS.names() == ["attentive", "knn", "linear", "retrieval", "segmentation"]
+def test_the_five_tasks_of_the_paper_and_the_cross_object_one_are_registered():
+    assert PROBE_TASKS.names() == ["attentive", "knn", "linear", "retrieval", "segmentation", "segmentation_novel"]
 
 
 @pytest.mark.parametrize("name", PROBE_TASKS.names())
@@ -52,7 +52,9 @@ def test_datasets_declare_their_held_out_split_and_the_tasks_follow_from_their_k
     coco, cub, ade = DATASETS.get("coco"), DATASETS.get("cub"), DATASETS.get("ade20k")
     assert (coco.held_out, coco.gallery, cub.held_out, cub.gallery) == ("val", ("train",), "test", None)
     assert tasks_for(ade) == ("segmentation",) and "segmentation" not in tasks_for(cub)
-    assert set(tasks_for(DATASETS.get("synthetic"))) == set(PROBE_TASKS.names())
+    # every task but the one that needs base and novel objects (OV-PARTS lists)
+    assert set(tasks_for(DATASETS.get("synthetic"))) == set(PROBE_TASKS.names()) - {"segmentation_novel"}
+    assert tasks_for(DATASETS.get("pascal-part-116")) == ("segmentation", "segmentation_novel")
 
 
 def test_roles_select_on_train_or_the_datasets_own_val_and_score_the_held_out_split():

@@ -290,10 +290,10 @@ def plan_problems(entry: Any, tasks: list[str], levels: list[str]) -> list[str]:
             continue
         for name in tasks:
             task = get_task(name)
-            if task.needs not in entry.kinds:
+            if not task.runs_on(entry):
                 valid = ", ".join(tasks_for(entry)) or "none"
                 problems.append(f"task {name} cannot run on dataset {entry.name} at level {level}: it needs "
-                                f"{task.needs.replace('_', ' ')} (tasks for {entry.name}: {valid})")  # fmt: skip
+                                f"{task.needs_text()} (tasks for {entry.name}: {valid})")  # fmt: skip
             elif level not in task.levels:
                 problems.append(f"task {name} has no {level} level (levels: {', '.join(task.levels)})")
     return problems

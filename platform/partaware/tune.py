@@ -36,6 +36,7 @@ from partaware.probes.protocol import (  # noqa: F401  (SearchOutcome re-exporte
     final_fit,
     protocol_record,
     retrieval_outcome,
+    secondary_tests,
     split_train_val,
 )
 from partaware.spec import Resources, SearchDim, SearchSettings
@@ -187,7 +188,8 @@ def run_probe_search(
         task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric
     )
 
-    final = final_fit(task, train, val, test, best_config, seeds, n_cls, seed=seed)
+    final = final_fit(task, train, val, test, best_config, seeds, n_cls, seed=seed,
+                      also=secondary_tests(features_by_split, labels_by_split))  # fmt: skip
     stopped = sum(1 for t in trial_results if t["stopped_early"])
     return SearchOutcome(
         task=task, metric=metric, value=final.means[metric], std=final.std, metrics=final.means, seeds=seeds,

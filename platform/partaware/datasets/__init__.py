@@ -34,6 +34,7 @@ class DatasetEntry:
     gallery: tuple[str, ...] | None = None  # retrieval's gallery splits (None: every split, as CUB in the paper)
     options: str = ""  # "module:Class", the converter's options model (specs are typed by it, no torch imported)
     generated: bool = False  # built in, takes no source
+    object_splits: bool = False  # its class list splits objects into base and novel (OV-PARTS): segmentation_novel
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
@@ -150,6 +151,7 @@ for _entry in (
         source="OV-PARTS ADE20K-Part-234 folder (images/ and annotations_detectron2_part/, {training,validation})",
         prepare="partaware.datasets.ovparts:prepare_ade20k_part_234",
         options="partaware.datasets.ovparts:OvPartsOptions",
+        object_splits=True,
     ),
     DatasetEntry(
         name="pascal-part-116",
@@ -160,6 +162,7 @@ for _entry in (
         source="OV-PARTS Pascal-Part-116 folder (images/, annotations_detectron2_{part,obj}/, {train,val})",
         prepare="partaware.datasets.ovparts:prepare_pascal_part_116",
         options="partaware.datasets.ovparts:OvPartsOptions",
+        object_splits=True,
     ),
     DatasetEntry(
         name="lip",

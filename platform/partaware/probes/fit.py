@@ -93,11 +93,15 @@ def fit_and_predict(
     num_classes: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     items: bool = False,
+    also: Mapping[str, tuple[Any, Any]] | None = None,
 ) -> tuple[dict[str, float], Any]:
     """``fit_and_score`` plus, with ``items``, the per-item outcomes on ``evaluation`` that an interval is
     bootstrapped from: a (N,) 0/1 correctness array for classification, or per-image class counts
-    ``{"inter", "gt", "pred"}`` (each (N, K)) for segmentation."""
+    ``{"inter", "gt", "pred"}`` (each (N, K)) for segmentation. ``also`` (segmentation): further evaluation
+    splits scored by the same head, as metrics ``<name>_miou`` ... and counts ``<name>:inter`` ..."""
     (x, y), (xe, ye) = train, evaluation
+    if also and task != "segmentation":
+        raise ProbeInputError(f"further evaluation splits are for segmentation, not {task!r}")
     if task in ("linear", "attentive"):
         train_fn, inputs = (
             (train_linear_probe, lambda t: linear_input(t, config.get("feature", "cls")))
@@ -114,7 +118,14 @@ def fit_and_predict(
         result = train_segmentation_probe(
             x, y, num_classes=num_classes, config=config, maps_eval=xe, labels_eval=ye, on_epoch=on_epoch
         )
-        return result.metrics, (segmentation_counts(result.model, xe, ye, num_classes) if items else None)
+        counts = segmentation_counts(result.model, xe, ye, num_classes) if items else None
+        metrics = dict(result.metrics)
+        for name, (xa, ya) in (also or {}).items():  # the same head on another split: counts re-summed
+            extra = segmentation_counts(result.model, xa, ya, num_classes)
+            metrics.update({f"{name}_{k}": v for k, v in counts_scores(extra).items()})
+            if counts is not None:
+                counts.update({f"{name}:{k}": v for k, v in extra.items()})
+        return metrics, counts
     if task == "knn":
         unknown = set(config) - set(KNN_KEYS) - {"seed", "device"}
         if unknown:
@@ -130,6 +141,20 @@ def fit_and_predict(
             on_epoch(1, metrics)
         return metrics, (correct if items else None)
     raise ProbeInputError(f"unknown probe task {task!r}. Valid: {', '.join(sorted(PRIMARY_METRIC))}")
+
+
+def counts_scores(counts: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """``miou``, ``macc``, ``aacc`` (fractions) from per-image class counts summed over images (mmseg's rules)."""
+    from partaware.probes.uncertainty import miou
+
+    inter, gt, pred = (np.asarray(counts[k], dtype=np.float64).sum(0) for k in ("inter", "gt", "pred"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(gt > 0, inter / gt, np.nan)
+    return {
+        "miou": float(miou(inter, gt, pred)),
+        "macc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+        "aacc": float(inter.sum() / gt.sum()) if gt.sum() > 0 else float("nan"),
+    }
 
 
 @torch.no_grad()

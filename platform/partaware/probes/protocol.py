@@ -101,22 +101,34 @@ class FinalFit:
 
 
 def final_fit(task: str, train, val, test, best_config: Mapping[str, Any], seeds: Sequence[int], n_cls: int, *,
-              seed: int) -> FinalFit:  # fmt: skip
-    """The only place the test split is touched: the chosen configuration, trained on train + val."""
+              seed: int, also: Mapping[str, tuple] | None = None) -> FinalFit:  # fmt: skip
+    """The only place the test split is touched: the chosen configuration, trained on train + val. ``also``:
+    further held-out splits scored once by the same heads (``secondary_tests``), their metrics prefixed."""
     metric = PRIMARY_METRIC[task]
     full_train = (concat([train[0], val[0]]), np.concatenate([np.asarray(train[1]), np.asarray(val[1])]))
     start = time.perf_counter()
-    fits = [fit_and_predict(task, full_train, test, {**best_config, "seed": s}, num_classes=n_cls, items=True)
-            for s in seeds]  # fmt: skip
+    fits = [fit_and_predict(task, full_train, test, {**best_config, "seed": s}, num_classes=n_cls, items=True,
+                            also=also) for s in seeds]  # fmt: skip
     seconds = time.perf_counter() - start
     per_seed = [m for m, _ in fits]
     keys = [k for k in per_seed[0] if k not in ("epoch", "train_loss")]
     means = {k: 100.0 * statistics.fmean(m[k] for m in per_seed) for k in keys}
     std = 100.0 * statistics.stdev(m[metric] for m in per_seed) if len(per_seed) > 1 else None
-    low, high = item_interval(metric, average_items([items for _, items in fits]), seed=seed)
+    items = average_items([items for _, items in fits])
+    low, high = item_interval(metric, items, seed=seed)
     units = "images" if task == "segmentation" else "test items"
-    return FinalFit(means, std, [100.0 * m[metric] for m in per_seed], percent(low), percent(high),
-                    ci_record(units, seed), seconds)  # fmt: skip
+    ci = ci_record(units, seed)
+    for name in also or {}:  # each further split's interval, from its own re-summed counts
+        lo, hi = item_interval(metric, {k: items[f"{name}:{k}"] for k in ("inter", "gt", "pred")}, seed=seed)
+        ci.setdefault("secondary", {})[f"{name}_{metric}"] = {"low": percent(lo), "high": percent(hi)}
+    return FinalFit(means, std, [100.0 * m[metric] for m in per_seed], percent(low), percent(high), ci,
+                    seconds)  # fmt: skip
+
+
+def secondary_tests(features_by_split: Mapping[str, Any], labels_by_split: Mapping[str, Any]) -> dict[str, tuple]:
+    """Held-out splits named ``test:<name>`` (e.g. ``test:base``), scored once beside ``test`` by the same heads."""
+    return {role[5:]: (features_by_split[role], labels_by_split[role]) for role in features_by_split
+            if role.startswith("test:")}  # fmt: skip
 
 
 def percent(fraction: float) -> float | None:

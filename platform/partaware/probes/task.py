@@ -49,12 +49,25 @@ class ProbeTask:
     search_params: tuple[str, ...] = ()
     search_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     variants: tuple[str, ...] = ()  # named input variants (the first is the default), recorded in results
+    compute: str = ""  # the probe compute it runs (``partaware.probes.fit``); default: its own name
 
     def __post_init__(self) -> None:
         if self.needs not in NEEDS or self.split_rule not in SPLIT_RULES:
             raise ValueError(f"task {self.name}: needs must be one of {NEEDS}, split_rule one of {SPLIT_RULES}")
         if self.metric != self.report_metrics[0]:
             raise ValueError(f"task {self.name}: the primary metric must be the first report metric")
+
+    @property
+    def computes(self) -> str:
+        return self.compute or self.name
+
+    def runs_on(self, dataset: Any) -> bool:
+        """Whether a dataset entry can feed this task: its ``kinds`` offer what the task ``needs``."""
+        return self.needs in dataset.kinds
+
+    def needs_text(self) -> str:
+        """What ``runs_on`` asks of a dataset, in words (validation errors name it)."""
+        return self.needs.replace("_", " ")
 
     def features(self, encoder: EncoderSpec, variant: str | None = None) -> tuple[str, ...]:
         """The features scored for ``encoder`` (each one result); the default is the CLS token."""

@@ -28,7 +28,9 @@ FAMILY_LABEL = {
     "control": "control",
 }
 SEG_LABEL = {"miou": "mIoU", "macc": "mAcc", "aacc": "aAcc"}
-METRIC_LABEL = {"top1": "top-1", "ap": "AP", "map": "mAP", **SEG_LABEL}
+METRIC_LABEL = {"top1": "top-1", "ap": "AP", "map": "mAP", "base_miou": "base mIoU", **SEG_LABEL}
+#: ``segmentation_novel``'s columns: one head, novel objects' parts beside base objects' (in-distribution)
+NOVEL_LABEL = {"miou": "novel objects' parts mIoU", "base_miou": "base objects' parts mIoU (in-distribution)"}
 FEATURE_LABEL = {"cls": "encoded (cls)", "mean": "encoded (mean)", "proj": "projected"}
 #: baseline key -> row label (``ResultRecord.baselines``)
 BASELINE_LABEL = {"chance": "chance", "majority": "majority class", "random_features": "random features"}
@@ -53,6 +55,8 @@ class Column:
         metric = SEG_LABEL.get(self.metric, self.metric)
         if self.task == "segmentation":
             return f"{self.dataset} {metric}"
+        if self.task == "segmentation_novel":
+            return f"{self.dataset} {NOVEL_LABEL.get(self.metric, metric)}"
         return f"{self.dataset} {self.task} · {feat} · {metric}"
 
     @property
@@ -174,6 +178,17 @@ SECTIONS: tuple[Section, ...] = (
         "Table 4",
         ("segmentation",),
     ),
+    Section(
+        "part-transfer",
+        "Part segmentation across objects (OV-PARTS base -> novel objects)",
+        "part",
+        ("segmentation_novel",),
+        "mIoU (%) of one head whose classes are the base objects' part names, trained on base objects: on the "
+        "novel objects' parts of the held-out split, beside the base objects' parts of the same split "
+        "(in-distribution); novel parts no base object has are not scored (see each record's part_transfer)",
+        "",
+        (),
+    ),
 )
 
 
@@ -181,6 +196,9 @@ def section_title(section: Section, records: Sequence[ResultRecord]) -> str:
     """The paper's table name only for records of the paper's dataset and probe (``paper_columns_of``);
     other datasets read "same protocol as Table N, on <dataset>"; probes the paper's table does not use are
     named as such. The synthetic set is never titled after a paper table."""
+
+    if not section.paper_table:
+        return f"{section.title} (no table of the paper)"
 
     def of_paper(r: ResultRecord) -> bool:
         return any(PAPER_COLUMNS[c][0] == section.paper_table for c in paper_columns_of(r))
@@ -231,7 +249,7 @@ def columns_of(record: ResultRecord) -> list[tuple[Column, float]]:
 def _col_order(c: Column) -> tuple:
     from partaware.probes.tasks import PROBE_TASKS, get_task
 
-    task_order = ("retrieval", "linear", "attentive", "knn", "segmentation")
+    task_order = ("retrieval", "linear", "attentive", "knn", "segmentation", "segmentation_novel")
     metrics = get_task(c.task).report_metrics if c.task in PROBE_TASKS else ()
     feat_order = ("mean", "cls", "proj")
     return (
@@ -248,12 +266,13 @@ def _cell(r: ResultRecord, col: Column, value: float) -> Cell:
     """The record's number for a column; the interval belongs to the primary metric only."""
     n = max(1, len(r.seeds))
     primary = col.metric == r.metric.lower()
+    other = (r.ci.get("secondary") or {}).get(col.metric, {})  # a further held-out split's own interval
     return Cell(
         value,
         r.std if n > 1 and primary else None,
         n,
-        r.ci_low if primary else None,
-        r.ci_high if primary else None,
+        r.ci_low if primary else other.get("low"),
+        r.ci_high if primary else other.get("high"),
     )
 
 

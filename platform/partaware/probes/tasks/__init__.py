@@ -28,8 +28,8 @@ def get_task(name: str) -> ProbeTask:
 
 
 def tasks_for(dataset: Any) -> tuple[str, ...]:
-    """The registered tasks a dataset entry can feed: those whose ``needs`` is one of its ``kinds``."""
-    return tuple(n for n in PROBE_TASKS.names() if PROBE_TASKS.get(n).needs in dataset.kinds)
+    """The registered tasks a dataset entry can feed (``ProbeTask.runs_on``)."""
+    return tuple(n for n in PROBE_TASKS.names() if PROBE_TASKS.get(n).runs_on(dataset))
 
 
 def job_taps(encoder: EncoderSpec, tasks: Sequence[str], variants: dict[str, str] | None = None) -> list[str]:

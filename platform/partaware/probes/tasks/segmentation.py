@@ -40,3 +40,23 @@ SEGMENTATION = register_task(SegmentationTask(
     search_params=TRAIN_PARAMS,
     search_defaults={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, variants=VARIANTS,
 ))  # fmt: skip
+
+
+class SegmentationNovelTask(SegmentationTask):
+    def runs_on(self, dataset):
+        return super().runs_on(dataset) and bool(getattr(dataset, "object_splits", False))
+
+    def needs_text(self):
+        return "label maps whose class list splits objects into base and novel (OV-PARTS)"
+
+
+#: Across objects (``partaware.probes.novel_parts``): the head's classes are the base objects' part names; it
+#: is trained on base objects and scored on novel objects' parts, with the base objects' score beside it.
+SEGMENTATION_NOVEL = register_task(SegmentationNovelTask(
+    name="segmentation_novel",
+    summary="segmentation trained on base objects' parts, scored on novel objects' parts (OV-PARTS split)",
+    needs="label_maps", metric="miou", report_metrics=("miou", "base_miou"), tuned=True, split_rule="held_out",
+    protocol_version="1", paper="none (issue 19: across objects, beside the in-distribution score)",
+    levels=("part",), search_params=TRAIN_PARAMS,
+    search_defaults={"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}, compute="segmentation",
+))  # fmt: skip

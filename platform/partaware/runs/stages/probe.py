@@ -156,6 +156,8 @@ def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: d
         depth = max(int(t[6:]) for t in fs.features if t.startswith("patch:"))
         taps = list(SEGMENTATION.taps(None, depth))
         feats, labels, classes = segmentation_arrays(prepared, manifest, fs, level=plan.level, taps=taps, splits=roles)
+        if plan.task == "segmentation_novel":
+            return _novel_parts(prepared, plan, fs, feats, labels, roles)
         return prepared, fs, feats, labels, roles, classes
     rows = labelled_rows(manifest, plan.level)
     if not rows:
@@ -165,6 +167,23 @@ def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: d
     return prepared, fs, feats, labels, roles, None
 
 
+def _novel_parts(prepared, plan: ProbePlan, fs, feats: dict, labels: dict, roles: dict):
+    """``segmentation_novel``'s inputs: labels in the base objects' part names (``probes.novel_parts``), the
+    held-out maps twice (novel objects' parts as ``test``, base objects' as ``test:base``)."""
+    from partaware.probes.novel_parts import BASE, part_transfer, transfer_labels, version_class_list
+
+    list_name, entries = version_class_list(prepared, plan.level)
+    transfer = part_transfer(entries)
+    labels = transfer_labels(labels, transfer)
+    if "test" in feats:
+        feats = {**feats, f"test:{BASE}": feats["test"]}
+    for role, y in labels.items():
+        if not (y != 255).any():
+            raise NothingToProbe(f"no {'novel' if role == 'test' else 'base'}-object part pixels in split {role}")
+    roles = {**roles, f"test:{BASE}": roles.get("test", "")}
+    return prepared, fs, feats, labels, roles, len(transfer.parts), transfer.record(list_name)
+
+
 def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict) -> ResultRecord:
     from partaware.probes.tasks import get_task
     from partaware.tune import run_probe_search
@@ -172,13 +191,13 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
     spec, task = ctx.spec, get_task(plan.task)
     if paper_segmentation(spec, plan.task):
         return _run_paper(ctx, plan, features, loaded)
-    prepared, fs, feats, labels, roles, classes = _inputs(ctx, plan, features, loaded)
+    prepared, fs, feats, labels, roles, classes, *transfer = _inputs(ctx, plan, features, loaded)
     missing = [r for r in roles if task.split_rule == "held_out" and r in ("train", "test") and r not in feats]
     if missing or not feats:
         raise NothingToProbe(f"no {', '.join(missing) or 'gallery'} items (splits {roles})")
     name = f"{plan.encoder}-{plan.dataset}-{plan.level}-{plan.task}-{plan.feature}".replace("/", "_")
     outcome = run_probe_search(
-        plan.task, feats, labels, space=spec.search.get(plan.task) or task.search_defaults,
+        task.computes, feats, labels, space=spec.search.get(plan.task) or task.search_defaults,
         settings=spec.search_settings, seed=spec.seed, seeds=spec.seeds, storage_path=ctx.run_root.uri_of("tune"),
         name=name, resources=spec.resources, fixed={"feature": plan.feature} if plan.task == "retrieval" else None,
         num_classes=classes,
@@ -187,6 +206,8 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
         task_version=task.protocol_version, input=plan.feature, split_rule=task.split_rule,
         scored_split=roles.get("test") or roles.get("gallery"), selection_split=roles.get("val", "carved from train"),
     )  # fmt: skip
+    if transfer:
+        outcome.task, outcome.protocol["part_transfer"] = plan.task, transfer[0]
     if task.split_rule == "gallery":
         outcome.protocol["gallery"] = f"every item of split(s) {roles['gallery']}"
     return _record(ctx, plan, features, outcome, prepared, fs.info.get("weights_digest", ""))
