@@ -94,7 +94,8 @@ def test_validate_prints_its_plan_on_stdout_and_as_json(partctl):
     out = partctl("validate", "quickstart", cwd=REPO)
     assert out.returncode == 0 and "valid: quickstart" in out.stderr and "│ synthetic │ part" in out.stdout
     plan = _json(partctl("validate", "quickstart", "--json", cwd=REPO))
-    assert set(plan) == {"name", "zoo", "datasets", "encoders", "controls", "seeds", "plan", "work"}
+    assert set(plan) == {"name", "zoo", "datasets", "encoders", "controls", "seeds", "limit", "plan", "work"}
+    assert plan["limit"] is None and set(plan["datasets"][0]) == {"name", "source", "levels", "tasks", "limit"}
     assert "lab/mae" in plan["encoders"] and plan["seeds"] == [0, 1, 2]
     assert plan["plan"][1] == {
         "dataset": "synthetic",

@@ -32,6 +32,7 @@ from partaware.validation import format_validation_error, register_options_model
 SPEC_VERSION = 1
 LEVELS = ("object", "part")
 PAPER_SEGMENTATION_ITERATIONS = 160_000  # protocol §3.5
+MAX_LIMIT = 10_000_000  # images per split a ``limit`` may name (more is every image of any dataset we know)
 Level = Literal["object", "part"]
 
 
@@ -85,6 +86,8 @@ class DatasetRef(_Strict):
     #: this dataset's levels and tasks when they differ from the job's (ADE20K: segmentation only)
     levels: list[Level] | None = None
     tasks: list[str] | None = None
+    #: at most this many images per split of this dataset (over the job's ``limit``); see ``JobSpec.limit``
+    limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
 
     @field_validator("name")
     @classmethod
@@ -146,6 +149,10 @@ class JobSpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=20)
     #: add a random-initialisation control of each architecture in the job (labelled, never ranked)
     controls: bool = True
+    #: smoke tests: at most this many images per split of every dataset (``partctl submit --limit N``), a
+    #: deterministic, class-stratified subset published as its own dataset version (``datasets/subset.py``) that
+    #: every stage reads; results name its version and record the limit. Unset: every image.
+    limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
     storage: str | None = None
     datasets: list[DatasetRef] = Field(min_length=1)
     zoo: Literal["paper", "modern", "lab", "custom"] = "paper"  # what ``all`` and ``family:`` select from
@@ -245,6 +252,10 @@ class JobSpec(_Strict):
 
     def levels_of(self, ref: DatasetRef) -> list[str]:
         return list(ref.levels or self.levels)
+
+    def limit_of(self, ref: DatasetRef) -> int | None:
+        """Images per split this dataset is cut to (its own ``limit`` wins over the job's; None: all)."""
+        return ref.limit if ref.limit is not None else self.limit
 
     def tasks_of(self, ref: DatasetRef) -> list[str]:
         return list(ref.tasks or self.tasks)

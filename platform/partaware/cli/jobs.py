@@ -68,11 +68,13 @@ def spec_with_overrides(
     tasks: str | None = None,
     seeds: str | None = None,
     sources: list[str] | None = None,
+    limit: int | None = None,
 ) -> JobSpec:
     """Load a spec, apply command-line overrides (flags win) and resolve its encoders to names; validated whole.
 
     ``--datasets`` keeps each named dataset's entry from the spec (source, options); ``--source NAME=URI`` sets a
-    dataset's source. Encoder selectors that name a timm pretrained tag become ``custom_encoders`` entries
+    dataset's source; ``--limit N`` sets the job's ``limit`` (images per split; a dataset's own limit stays).
+    Encoder selectors that name a timm pretrained tag become ``custom_encoders`` entries
     (``encoders/timm_tags.py``). The returned spec lists its encoders by name (``all`` and ``family:`` resolved),
     which is what ``spec.yaml`` records and what a resumed run is matched on.
     """
@@ -85,7 +87,7 @@ def spec_with_overrides(
     if not isinstance(data, dict):
         return parse_spec(data, source=source)  # the one-line "must be a mapping" error
     overrides = {"encoders": _split(encoders), "levels": _split(levels), "storage": storage, "zoo": zoo,
-                 "tasks": _split(tasks), "seeds": _seeds(seeds)}  # fmt: skip
+                 "tasks": _split(tasks), "seeds": _seeds(seeds), "limit": limit}  # fmt: skip
     data.update({k: v for k, v in overrides.items() if v is not None})
     refs = [dict(d) if isinstance(d, dict) else d for d in data.get("datasets") or []]
     if datasets:
@@ -164,12 +166,19 @@ def plan_json(job: JobSpec) -> dict:
         "name": job.name,
         "zoo": job.zoo,
         "datasets": [
-            {"name": d.name, "source": d.source, "levels": job.levels_of(d), "tasks": job.tasks_of(d)}
+            {
+                "name": d.name,
+                "source": d.source,
+                "levels": job.levels_of(d),
+                "tasks": job.tasks_of(d),
+                "limit": job.limit_of(d),
+            }
             for d in job.datasets
         ],  # fmt: skip
         "encoders": encoders,
         "controls": controls,
         "seeds": list(job.seeds),
+        "limit": job.limit,
         "plan": [dict(zip(PLAN_COLUMNS, row, strict=True)) for row in plan_rows(job)],
         "work": work_estimate(job),
     }
@@ -209,6 +218,10 @@ def print_plan(job: JobSpec) -> None:
     encoders = job.resolved_encoders()
     console.print(f"[green]valid[/green]: {job.name}", highlight=False)
     console.print(f"  datasets: {', '.join(d.name for d in job.datasets)}", highlight=False)
+    if any(job.limit_of(d) is not None for d in job.datasets):
+        cuts = ", ".join(f"{d.name} {job.limit_of(d) or 'all'}" for d in job.datasets)
+        console.print(f"  limit: images per split ({cuts}): a smoke test on a fixed class-stratified subset",
+                      highlight=False)  # fmt: skip
     console.print(f"  encoders: {', '.join(encoders) or '(none registered)'}", highlight=False)
     console.print(f"  controls: {', '.join(job.control_encoders()) or 'none'}; seeds: {job.seeds}", highlight=False)
     work = work_estimate(job)
@@ -268,6 +281,9 @@ def submit(
     seeds: str = typer.Option(None, help="Comma list of seeds for the final fits, e.g. 0,1,2 (overrides the spec)."),
     zoo: str = typer.Option(None, help="Zoo that `all` and `family:` select from: paper, modern, lab, custom."),
     storage: str = typer.Option(None, help="Storage root (overrides the spec and $PARTAWARE_STORAGE)."),
+    limit: int = typer.Option(
+        None, "--limit", min=1, help="Smoke test: at most N images per split of each dataset (a fixed subset)."
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Validate, print the resolved plan and the run it would resume; start nothing."
     ),
@@ -294,7 +310,7 @@ def submit(
     if json_ and not dry_run:
         raise SpecError("--json: only with --dry-run (a run's state as JSON: partctl status RUN --json)")
     job = spec_with_overrides(spec, encoders=encoders, datasets=dataset or datasets, levels=levels, storage=storage,
-                              zoo=zoo, tasks=tasks, seeds=seeds, sources=source)  # fmt: skip
+                              zoo=zoo, tasks=tasks, seeds=seeds, sources=source, limit=limit)  # fmt: skip
     remote = None if in_cluster else jobs_address(address)
     if dry_run:
         _dry_run(job, storage=storage, remote=remote, resume=resume or run_id, new=new, as_json=json_)

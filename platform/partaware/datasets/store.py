@@ -372,6 +372,8 @@ def open_prepared(root: StorageRoot, name: str, version: str | None = None) -> P
     """A complete version (the newest when ``version`` is None); ``StorageError`` if there is none."""
     if version is None:
         versions = list_versions(root, name)
+        full = [v for v in versions if "subset" not in v.info]  # a job's ``limit`` subset is never "the" dataset
+        versions = full or versions
         if not versions:
             raise StorageError(f"dataset {name!r} is not prepared under {root.uri}: run `partctl data prepare {name}`")
         return versions[-1]

@@ -43,6 +43,7 @@ class GalleryRecipe:
     grid: int = 7
     seed: int = 0
     split: str | None = None
+    version: str | None = None  # the dataset version (a job's, a ``limit`` subset's); None: the newest full one
 
     def database_key(self, version: str) -> dict:
         return {
@@ -69,7 +70,7 @@ def gallery_database(root: StorageRoot, recipe: GalleryRecipe):
 
     if recipe.source not in SOURCES:
         raise SpecError(f"gallery source {recipe.source!r}: valid are {', '.join(SOURCES)}")
-    prepared = open_prepared(root, recipe.dataset)
+    prepared = open_prepared(root, recipe.dataset, recipe.version)
     if recipe.source == "grid":
         db = dataset_grid_database(
             prepared, n_images=recipe.n_images, crop=recipe.crop, grid=recipe.grid, seed=recipe.seed, split=recipe.split

@@ -28,10 +28,12 @@ class StageOutput(BaseModel):
 
 class PreparedRef(BaseModel):
     name: str
-    version: str
+    version: str  # what every later stage reads: the subset's version under a ``limit``
     rows: int
     uri: str
     built: bool = False
+    limit: int | None = None  # images per split (the spec's ``limit``), None: every image
+    full_version: str | None = None  # the version the subset was cut from (== version when nothing was cut)
 
 
 class PrepareOutput(StageOutput):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from partaware.runs.driver import RunContext
-from partaware.runs.records import GalleryOutput, StageRecord
+from partaware.runs.records import GalleryOutput, PrepareOutput, StageRecord
 
 
 def run(ctx: RunContext) -> StageRecord:
@@ -22,8 +22,9 @@ def run(ctx: RunContext) -> StageRecord:
     from partaware.report.gallery_job import GalleryRecipe, make_gallery
 
     encoders = ctx.spec.resolved_encoders()
+    version = ctx.input(PrepareOutput).version(dataset)  # the run's own version (a ``limit`` subset's too)
     recipe = GalleryRecipe(dataset=dataset, encoders=encoders, features=["encoded", "projected"], source="parts",
-                           seed=ctx.spec.seed)  # fmt: skip
+                           seed=ctx.spec.seed, version=version)  # fmt: skip
     _, paths, cache_hits = make_gallery(ctx.root, recipe, out=ctx.run_root, name="parts")
     status = "cached" if set(cache_hits) >= set(encoders) else "ran"
     return StageRecord.of(GalleryOutput(gallery=paths), status, time.perf_counter() - start, paths.get("png", ""))

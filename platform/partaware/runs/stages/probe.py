@@ -79,6 +79,7 @@ def run(ctx: RunContext) -> StageRecord:
     }  # fmt: skip
     plans = plan_job(ctx, ctx.input(ExtractOutput))
     out, records, empty = ProbeOutput(), [], []
+    warned: list[str] = []  # probes that ran on too few items per class (a ``limit`` run's usual case)
     bar = ctx.progress("probe") if ctx.progress else nullcontext(None)
     loaded: dict[Any, Any] = {}  # one manifest per dataset, the current encoder's features
     with bar as update:
@@ -96,6 +97,10 @@ def run(ctx: RunContext) -> StageRecord:
                     empty.append(f"{plan.encoder}/{plan.dataset}/{plan.level}/{plan.task}: {e}")
                     continue
                 ctx.root.write_json(record.model_dump(mode="json"), *cache)
+                if record.protocol.get("warning"):
+                    where = f"{plan.encoder}/{plan.dataset}/{plan.level}/{plan.task}"
+                    warned.append(f"{where}: {record.protocol['warning']}")
+                    ctx.note(f"warning: {warned[-1]}")
                 records.append(record)
                 out.searched += 1
             out.probe_keys.append(key)
@@ -108,6 +113,8 @@ def run(ctx: RunContext) -> StageRecord:
     write_results(ctx.run_root, records)
     out.results = len(records)
     detail = f"{len(records)} results ({out.searched} searched, {out.cached} cached)"
+    if warned:
+        detail += f"; {len(warned)} warned: {warned[0]}" + (" (all in driver.log)" if len(warned) > 1 else "")
     return StageRecord.of(out, "ran" if out.searched else "cached", time.perf_counter() - start, detail)
 
 
@@ -195,6 +202,7 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
     missing = [r for r in roles if task.split_rule == "held_out" and r in ("train", "test") and r not in feats]
     if missing or not feats:
         raise NothingToProbe(f"no {', '.join(missing) or 'gallery'} items (splits {roles})")
+    warning = _thin_classes(labels, limit=_limit_of(spec, plan.dataset)) if task.split_rule == "held_out" else None
     name = f"{plan.encoder}-{plan.dataset}-{plan.level}-{plan.task}-{plan.feature}".replace("/", "_")
     outcome = run_probe_search(
         task.computes, feats, labels, space=spec.search.get(plan.task) or task.search_defaults,
@@ -210,7 +218,42 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
         outcome.task, outcome.protocol["part_transfer"] = plan.task, transfer[0]
     if task.split_rule == "gallery":
         outcome.protocol["gallery"] = f"every item of split(s) {roles['gallery']}"
+    if warning:
+        outcome.protocol["warning"] = warning
     return _record(ctx, plan, features, outcome, prepared, fs.info.get("weights_digest", ""))
+
+
+#: fewest training items per class for a tuned classification probe to mean anything (below: a warning)
+MIN_TRAIN_PER_CLASS = 2
+
+
+def _limit_of(spec, dataset: str) -> int | None:
+    return next((spec.limit_of(ref) for ref in spec.datasets if ref.name == dataset), None)
+
+
+def _thin_classes(labels: dict, *, limit: int | None) -> str | None:
+    """A classification probe's labels checked before any search: ``NothingToProbe`` (a one-line error) when
+    train cannot fit a classifier (fewer than two items or classes), else a warning when classes have fewer than
+    ``MIN_TRAIN_PER_CLASS`` training items or test classes never occur in train; None when all is well."""
+    import numpy as np
+
+    if "train" not in labels or "test" not in labels or np.asarray(labels["train"]).ndim != 1:
+        return None  # label maps (segmentation) and galleries: checked elsewhere
+    train = np.asarray(labels["train"])
+    seen = np.concatenate([train, np.asarray(labels.get("val", train[:0]))])
+    counts = dict(zip(*np.unique(train, return_counts=True), strict=True))
+    hint = f" (the job's limit keeps {limit} images per split: raise --limit or drop it)" if limit else ""
+    if len(train) < 2 or len(counts) < 2:
+        raise NothingToProbe(f"too few training items to fit a classifier: {len(train)} over {len(counts)} "
+                             f"class(es){hint}")  # fmt: skip
+    thin = sorted(int(c) for c, n in counts.items() if n < MIN_TRAIN_PER_CLASS)
+    unseen = sorted(set(np.unique(labels["test"]).tolist()) - set(np.unique(seen).tolist()))
+    if not thin and not unseen:
+        return None
+    few = f"{len(thin)} of {len(counts)} classes have fewer than {MIN_TRAIN_PER_CLASS} training items"
+    parts = [few] if thin else []
+    parts += [f"{len(unseen)} test classes never occur in train (scored as errors)"] if unseen else []
+    return "; ".join(parts) + hint + ": the score is not comparable to a full run's"
 
 
 def _record(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, outcome, prepared, weights_digest: str):
@@ -222,6 +265,8 @@ def _record(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, outcome, 
     names = class_list_of(prepared.info, plan.level)
     if names:  # which class list named the labels (and its digest): results on two lists never mix
         outcome.protocol["class_list"] = {k: names.get(k) for k in ("name", "sha256", "named", "version")}
+    if prepared.info.get("subset"):  # a ``limit`` run: scored on a subset, never to be read as the full set's
+        outcome.protocol["subset"] = dict(prepared.info["subset"])
     return outcome.to_record(
         run_id=ctx.run_id, encoder=plan.encoder, family=encoder.family, zoo=encoder.zoo, dataset=plan.dataset,
         dataset_version=prepared.version, level=plan.level, feature=plan.feature,
