@@ -205,7 +205,8 @@ def test_submit_source_flag_gives_a_dataset_its_source(partctl, tmp_path):
     raw.mkdir()
     args = ["submit", str(spec), "--datasets", "cub", "--levels", "part", "--tasks", "linear", "--dry-run", "--json"]
     plan = _json(partctl(*args, "--source", f"cub={raw}", "--storage", str(tmp_path / "s")))
-    assert plan["datasets"] == [{"name": "cub", "source": str(raw), "levels": ["part"], "tasks": ["linear"]}]
+    assert plan["datasets"] == [{"name": "cub", "source": str(raw), "levels": ["part"], "tasks": ["linear"],
+                                 "limit": None}]  # fmt: skip
     other = partctl(*args, "--source", f"coco={raw}")
     assert other.returncode == 2 and "coco is not a dataset of this job (datasets: cub)" in other.stderr
 
