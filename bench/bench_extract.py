@@ -10,11 +10,18 @@ size and the same torch thread count:
 - **pipeline**: ``extract_features`` on a local Ray (``num_cpus`` = cores) into a fresh storage root,
   end to end (Ray itself is started before the clock; the actor start and model load are inside it).
 
-Figures are regions/s and ratios against the other two. Peak memory is the largest resident set of
-the process tree (this process plus its children: DataLoader workers, or Ray's daemons and actors)
-while each mode runs. The machines are shared: absolute numbers are indicative, ratios less noisy.
+Figures are regions/s (a region is one crop, one image to the encoder) and ratios against the other
+two. Peak memory is the largest resident set of the process tree (this process plus its children:
+DataLoader workers, or Ray's daemons and actors) while each mode runs. The machines are shared:
+absolute numbers are indicative, ratios less noisy.
 
-    .venv/bin/python bench/bench_extract.py [--images 48] [--arch vit_small_patch16_224] [--size 224]
+``--device cuda`` runs all three on the GPU (the pipeline's actor asks Ray for one GPU), ``--precision
+bf16``/``fp16`` autocasts the encoder in all three (fp16: CUDA only). On a GPU, give it enough images that
+the fixed costs (actor start, model load) are small against the run, e.g. ViT-B/16 at 224 px in bf16:
+
+    .venv/bin/python bench/bench_extract.py --device cuda --precision bf16 --encoder vit_base_patch16_224 \
+        --size 224 --images 2000 --batch 256 --loader-workers 8
+    .venv/bin/python bench/bench_extract.py [--images 48] [--encoder vit_small_patch16_224] [--size 224]
 """
 
 from __future__ import annotations
@@ -79,14 +86,27 @@ def peak_memory():
         t.join()
 
 
-def model_only(spec: EncoderSpec, taps, batch: int, n: int) -> float:
-    encoder = load_encoder(spec, device="cpu")
-    x = torch.randn(batch, 3, spec.input_size, spec.input_size)
-    encoder.encode(x, taps)  # warm-up
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def encode(encoder, x: torch.Tensor, taps, device: str, precision: str) -> dict[str, np.ndarray]:
+    """What the pipeline's worker does per batch: to the device, autocast, encode, back to host memory."""
+    dtype = AUTOCAST[precision]
+    with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=dtype is not None):
+        out = encoder.encode(x.to(device, non_blocking=True), taps)
+    return {t: v.float().cpu().numpy() for t, v in out.items()}
+
+
+def model_only(spec: EncoderSpec, taps, batch: int, n: int, device: str, precision: str) -> float:
+    """The ceiling: the model on device-resident random input (outputs synchronised to the host)."""
+    encoder = load_encoder(spec, device=device)
+    x = torch.randn(batch, 3, spec.input_size, spec.input_size, device=device)
+    for _ in range(3 if device == "cuda" else 1):  # warm-up (CUDA: kernels, autotuning)
+        encode(encoder, x, taps, device, precision)
     steps = max(1, n // batch)
     start = time.perf_counter()
     for _ in range(steps):
-        encoder.encode(x, taps)
+        encode(encoder, x, taps, device, precision)
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -111,21 +131,22 @@ class RegionCrops(torch.utils.data.Dataset):
         return torch.from_numpy(((crop / 255.0 - self.mean) / self.std).transpose(2, 0, 1).copy())
 
 
-def plain_loop(root: StorageRoot, spec: EncoderSpec, taps, batch: int, workers: int) -> tuple[float, int]:
+def plain_loop(root: StorageRoot, spec: EncoderSpec, taps, batch: int, workers: int, device: str,
+               precision: str) -> tuple[float, int]:  # fmt: skip
     start = time.perf_counter()
     from partaware.datasets.store import open_prepared
 
     prepared = open_prepared(root, "synthetic")
     rows = [r for r in prepared.manifest().select(["image_uri", "box", "label_id"]).to_pylist() if r["label_id"] >= 0]
     files = [os.path.join(prepared.root.path, r["image_uri"]) for r in rows]
-    encoder = load_encoder(spec, device="cpu")
+    encoder = load_encoder(spec, device=device)
     loader = torch.utils.data.DataLoader(
-        RegionCrops(files, [r["box"] for r in rows], spec), batch_size=batch, num_workers=workers
-    )
+        RegionCrops(files, [r["box"] for r in rows], spec), batch_size=batch, num_workers=workers,
+        pin_memory=device == "cuda",
+    )  # fmt: skip
     n = 0
     for x in loader:
-        out = encoder.encode(x, taps)
-        _ = {t: v.numpy() for t, v in out.items()}
+        encode(encoder, x, taps, device, precision)
         n += len(x)
     return n / (time.perf_counter() - start), n
 
@@ -133,13 +154,22 @@ def plain_loop(root: StorageRoot, spec: EncoderSpec, taps, batch: int, workers: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=32, help="synthetic images (about 6-7 regions each)")
-    parser.add_argument("--arch", default="vit_small_patch16_224")
+    parser.add_argument("--encoder", "--arch", dest="arch", default="vit_small_patch16_224",
+                        help="a timm architecture, random weights (ViT-B/16: vit_base_patch16_224)")  # fmt: skip
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--loader-workers", type=int, default=1)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--model-batches", type=int, default=None, help="batches timed for the ceiling (2; CUDA 20)")
+    parser.add_argument("--decode-cpus", type=float, default=None, help="CPUs per decode task (default: the share)")
+    parser.add_argument("--images-per-task", type=int, default=8, help="images per decode task")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    if args.precision == "fp16" and args.device != "cuda":
+        parser.error("--precision fp16 runs only on CUDA; use bf16 on CPUs")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -154,7 +184,8 @@ def main() -> None:
         weights=WeightsSource(kind="random"),
     )
     taps = ["cls", "mean"]
-    gpu = torch.cuda.is_available()
+    device, gpu = args.device, args.device == "cuda"
+    model_n = (args.model_batches or (20 if gpu else 2)) * args.batch
     with tempfile.TemporaryDirectory() as tmp:
         root = StorageRoot.open(tmp)
         prepared, _ = prepare_dataset(root, "synthetic", options={"size": args.images, "image_size": 224})
@@ -162,13 +193,13 @@ def main() -> None:
         print(
             f"extraction: {args.arch} at {args.size} px, batch {args.batch}, {args.threads} torch threads, "
             f"{n} regions from {args.images} synthetic images (224 px), {os.cpu_count()} cores, "
-            f"{'GPU' if gpu else 'CPU only'}"
+            f"{torch.cuda.get_device_name() if gpu else 'CPU'}, {args.precision}"
         )
         load_before = os.getloadavg()[0]
         with peak_memory() as mem_model:
-            ceiling_before = model_only(spec, taps, args.batch, 2 * args.batch)
+            ceiling_before = model_only(spec, taps, args.batch, model_n, device, args.precision)
         with peak_memory() as mem_loop:
-            loop, n_loop = plain_loop(root, spec, taps, args.batch, args.loader_workers)
+            loop, n_loop = plain_loop(root, spec, taps, args.batch, args.loader_workers, device, args.precision)
         assert n_loop == n
 
         import ray
@@ -180,9 +211,11 @@ def main() -> None:
             result = extract_features(
                 root, "synthetic", spec, taps=taps, batch_size=args.batch, min_actors=1, max_actors=1,
                 threads_per_actor=args.threads, precision=args.precision, shard_regions=128,
+                gpus_per_actor=1 if gpu else 0, device=device, decode_cpus=args.decode_cpus,
+                images_per_task=args.images_per_task,
             )  # fmt: skip
         ray.shutdown()
-        ceiling_after = model_only(spec, taps, args.batch, 2 * args.batch)  # the machine is shared: measure twice
+        ceiling_after = model_only(spec, taps, args.batch, model_n, device, args.precision)  # shared: measure twice
     ceiling = (ceiling_before + ceiling_after) / 2
     assert result.rows == n and result.regions_encoded == n
     pipe = result.regions_per_s
@@ -202,6 +235,7 @@ def main() -> None:
         f"  Ray Data pipeline:          {pipe:7.1f} regions/s   peak RSS {mem_pipe['peak'] / gib:5.2f} GiB   "
         f"(incl. Ray daemons; {result.seconds:.1f} s end to end)"
     )
+    print(f"  pipeline device: {result.device} ({', '.join(p['node_type'] for p in result.placement)})")
     print(f"  pipeline / plain loop:      x{pipe / loop:.2f}")
     print(f"  pipeline / model only:      x{pipe / ceiling:.2f}")
     print(f"  plain loop / model only:    x{loop / ceiling:.2f}")

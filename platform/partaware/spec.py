@@ -101,15 +101,27 @@ class DatasetRef(_Strict):
 
 
 class Resources(_Strict):
-    """Per-actor and per-trial resources; GPUs are used when the cluster has them."""
+    """What each unit of Ray work asks the cluster for, whether or not such a node exists yet (an
+    autoscaler adds one): an extraction *actor*, a probe search *trial*, a training *worker* (a lab
+    pretraining task, a Ray Train worker of the paper's segmentation schedule). Memory is in GiB, 0 asks
+    for none. Where the compute then runs is the spec's ``device``."""
 
     extract_batch_size: int = Field(64, ge=1)
     min_actors: int = Field(1, ge=1)
     max_actors: int = Field(2, ge=1)
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
+    memory_per_actor: float = Field(0.0, ge=0)
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
+    memory_per_trial: float = Field(0.0, ge=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    memory_per_worker: float = Field(0.0, ge=0)
+
+    def gpu_fields(self) -> dict[str, float]:
+        """The GPU requests by field name."""
+        return {f"gpus_per_{unit}": getattr(self, f"gpus_per_{unit}") for unit in ("actor", "trial", "worker")}
 
     @model_validator(mode="after")
     def _pool(self) -> Resources:
@@ -168,6 +180,10 @@ class JobSpec(_Strict):
     segmentation_iterations: int | None = Field(None, ge=1, le=10_000_000)
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
     resources: Resources = Field(default_factory=Resources)
+    #: where compute runs: ``auto`` (CUDA where the stage's resources include a GPU), ``cuda``, ``cpu``
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    #: extraction autocast: bf16 runs on CUDA and on CPUs; fp16 only on CUDA (in the feature key)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     #: S3 timeouts and attempts for this run (over ``$PARTAWARE_S3_*``); see ``StorageOptions``
     storage_options: StorageOptions = Field(default_factory=StorageOptions)
 
@@ -245,10 +261,34 @@ class JobSpec(_Strict):
             raise PydanticCustomError("unknown_encoder", "encoders: {msg}", {"msg": str(e)}) from None
         return self
 
+    @model_validator(mode="after")
+    def _placeable(self) -> JobSpec:
+        """``device`` and the GPU requests agree for every stage that runs; fp16 has a GPU to run on."""
+        problems = device_problems(self.device, self.precision, self.resources, self.gpu_stages())
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def paper_segmentation_iterations(self) -> int:
         """The paper schedule's iterations: the spec's, else the paper's 160k."""
         return self.segmentation_iterations or PAPER_SEGMENTATION_ITERATIONS
+
+    def gpu_stages(self) -> dict[str, str]:
+        """GPU request field -> the work of this job that uses it (extraction always; trials only for tuned
+        tasks; workers for lab pretraining and the paper's segmentation schedule)."""
+        from partaware.probes.tasks import get_task
+
+        out = {"gpus_per_actor": "extraction"}
+        if any(get_task(t).tuned and not (t == "segmentation" and self.variants.get(t) == "paper")
+               for t in self.all_tasks()):  # fmt: skip
+            out["gpus_per_trial"] = "probe search trials"
+        lab = any(e.startswith("lab/") for e in self.resolved_encoders())
+        paper = self.variants.get("segmentation") == "paper"
+        workers = [w for w, used in (("lab pretraining", lab), ("paper segmentation", paper)) if used]
+        if workers:
+            out["gpus_per_worker"] = " and ".join(workers)
+        return out
 
     def levels_of(self, ref: DatasetRef) -> list[str]:
         return list(ref.levels or self.levels)
@@ -288,6 +328,25 @@ class JobSpec(_Strict):
     def job_encoders(self) -> list[str]:
         """Every encoder the job extracts and probes: the study's, then the controls."""
         return [*self.resolved_encoders(), *self.control_encoders()]
+
+
+def device_problems(device: str, precision: str, resources: Resources, used: dict[str, str]) -> list[str]:
+    """Why ``device``/``precision`` cannot run with these GPU requests, one sentence each (empty: they can).
+
+    ``used``: GPU request field -> the work that uses it (``JobSpec.gpu_stages``)."""
+    gpus = resources.gpu_fields()
+    if device == "cpu":
+        asked = [f"resources.{f} is {gpus[f]:g}" for f in gpus if gpus[f] > 0]
+        problems = [f"device cpu asks Ray for no GPU, but {', '.join(asked)}: set them to 0 or use device auto"
+                    ] if asked else []  # fmt: skip
+    else:
+        bare = {f: what for f, what in used.items() if device == "cuda" and gpus[f] <= 0}
+        problems = [f"device cuda: {', '.join(bare.values())} would run without a GPU (resources."
+                    f"{', '.join(bare)} 0): give each a GPU or use device auto"] if bare else []  # fmt: skip
+    if precision == "fp16" and (device == "cpu" or gpus["gpus_per_actor"] <= 0):
+        problems.append("precision fp16 runs only on CUDA: give extraction a GPU (resources.gpus_per_actor) "
+                        "with device auto or cuda, or use bf16 (CPUs too) or fp32")  # fmt: skip
+    return problems
 
 
 def plan_problems(entry: Any, tasks: list[str], levels: list[str]) -> list[str]:
@@ -487,6 +546,11 @@ def _bounded_values(spec: JobSpec) -> list[tuple[str, float, float]]:
         ("resources.gpus_per_actor", res.gpus_per_actor, 64),
         ("resources.cpus_per_trial", res.cpus_per_trial, 1024),
         ("resources.gpus_per_trial", res.gpus_per_trial, 64),
+        ("resources.cpus_per_worker", res.cpus_per_worker, 1024),
+        ("resources.gpus_per_worker", res.gpus_per_worker, 64),
+        ("resources.memory_per_actor (GiB)", res.memory_per_actor, 65_536),
+        ("resources.memory_per_trial (GiB)", res.memory_per_trial, 65_536),
+        ("resources.memory_per_worker (GiB)", res.memory_per_worker, 65_536),
         ("search_settings.grace_period", search.grace_period, search.max_epochs),
         ("search_settings.reduction_factor", search.reduction_factor, 1000),
         ("trials per task (num_samples x grid size)", search.num_samples * grid, 100_000),

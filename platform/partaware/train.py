@@ -2,7 +2,8 @@
 
 Why Ray Train and not Tune: the paper's schedule has no search (a fixed lr, 160k iterations), and the
 encoder is in the loop, so each run wants a whole GPU worker that the cluster may have to add; one
-``TorchTrainer`` per seed asks for exactly that (``ScalingConfig(num_workers=1, use_gpu=...)``) and keeps
+``TorchTrainer`` per seed asks for exactly that (``resources.cpus_per_worker``, ``gpus_per_worker``,
+``memory_per_worker``, whether or not such a node exists yet) and keeps
 its run folder, checkpoints included, under ``storage_path/name``. A rerun of the same name resumes from the
 latest checkpoint (Ray Train restores it; the loop continues on the same batches). The compute is
 ``partaware.probes.segmentation_paper``; this module only places it and turns the runs into one outcome.
@@ -45,10 +46,12 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train.torch
     import torch
 
+    from partaware.placement import compute_device, where
     from partaware.probes.segmentation_paper import train_paper_segmentation
 
     torch.set_num_threads(config["threads"])
-    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+    on, note = compute_device(config["device"], config["gpus"])
+    device = ray.train.torch.get_device() if on == "cuda" else torch.device("cpu")
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -63,23 +66,25 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:
     outcome = train_paper_segmentation(config["job"], device=device, resume=resume, on_progress=ray.train.report,
                                        on_checkpoint=save)  # fmt: skip
     ray.train.report({"iteration": outcome["iterations"], **outcome["metrics"]})
-    return outcome
+    return {**outcome, "placed": where(on, note)}
 
 
-def train_one(job: PaperJob, *, storage_path: str, name: str, resources: Resources) -> tuple[dict[str, Any], str]:
+def train_one(job: PaperJob, *, storage_path: str, name: str, resources: Resources,
+              device: str = "auto") -> tuple[dict[str, Any], str]:  # fmt: skip
     """Run ``job`` in one ``TorchTrainer`` worker; (the worker's outcome, the Train run's folder).
 
-    The worker asks for ``cpus_per_trial`` CPUs and, when the spec asks for them, ``gpus_per_trial`` GPUs
-    whether or not the cluster has them now (an autoscaler adds them); it computes on CUDA when it has a
-    device and on the CPU otherwise."""
+    The worker asks for ``cpus_per_worker`` CPUs, ``gpus_per_worker`` GPUs and ``memory_per_worker`` GiB
+    whether or not the cluster has them now (an autoscaler adds them); where it computes is ``device``
+    (``partaware.placement``: ``auto`` is CUDA when its GPU has a device, else the CPU)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    gpus = resources.gpus_per_trial
-    cpus = resources.cpus_per_trial
+    gpus, cpus, memory = resources.gpus_per_worker, resources.cpus_per_worker, resources.memory_per_worker
     scaling = ray.train.ScalingConfig(
-        num_workers=1, use_gpu=gpus > 0, resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
-    )
+        num_workers=1, use_gpu=gpus > 0,
+        resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {}),
+                              **({"memory": int(memory * 2**30)} if memory else {})},
+    )  # fmt: skip
     path, filesystem = _storage(storage_path)
     env = _storage_env()
     run_config = ray.train.RunConfig(
@@ -88,7 +93,8 @@ def train_one(job: PaperJob, *, storage_path: str, name: str, resources: Resourc
         worker_runtime_env={"env_vars": env} if env else None,
     )  # fmt: skip
     workers = min(MAX_LOADER_WORKERS, max(0, int(cpus) - 1))  # augmentation in loader processes, one core computes
-    config = {"job": replace(job, loader_workers=workers), "threads": max(1, int(cpus) - workers)}
+    config = {"job": replace(job, loader_workers=workers), "threads": max(1, int(cpus) - workers), "device": device,
+              "gpus": gpus}  # fmt: skip
     trainer = TorchTrainer(_train_loop, train_loop_config=config, scaling_config=scaling, run_config=run_config)
     try:
         result = trainer.fit()
@@ -108,13 +114,14 @@ def run_paper_segmentation(
     resources: Resources,
     train_pixels: np.ndarray,
     train_splits: str,
+    device: str = "auto",
 ) -> tuple[SearchOutcome, str]:
     """One run per seed of the paper's fixed schedule: (a ``SearchOutcome``: mean and std over seeds, an
     interval over test images, the majority baseline; the digest of the weights the workers loaded).
     Nothing is selected, so nothing is searched."""
     start = time.perf_counter()
-    runs = [train_one(replace(job, seed=s), storage_path=storage_path, name=f"{name}-seed{s}", resources=resources)
-            for s in seeds]  # fmt: skip
+    runs = [train_one(replace(job, seed=s), storage_path=storage_path, name=f"{name}-seed{s}", resources=resources,
+                      device=device) for s in seeds]  # fmt: skip
     outs = [out for out, _ in runs]
     metrics = {k: 100.0 * statistics.fmean(o["metrics"][k] for o in outs) for k in ("miou", "macc", "aacc")}
     per_seed = [100.0 * o["metrics"]["miou"] for o in outs]
@@ -141,6 +148,7 @@ def run_paper_segmentation(
         "precision": "fp16 autocast backbone, fp32 head" if first["amp"] else "fp32",
         "reported_checkpoint": "last iteration", "checkpoint_every": CHECKPOINT_EVERY, "train_splits": train_splits,
         "reduce_zero_label": job.convention.reduce_zero_label, "device": first["device"],
+        "node_type": first["placed"]["node_type"],
         "iterations_per_second": [o["iterations_per_second"] for o in outs],
         "resumed_from": [o["resumed_from"] for o in outs],
         "ray_train": {"trainer": "TorchTrainer", "runs": [path for _, path in runs]},
@@ -150,8 +158,8 @@ def run_paper_segmentation(
         task="segmentation", metric="miou", value=metrics["miou"],
         std=statistics.stdev(per_seed) if len(per_seed) > 1 else None, metrics=metrics, seeds=list(seeds),
         n_train=len(job.train), n_val=0, n_test=len(job.test), search_space={k: {"fixed": v} for k, v in fixed.items()},
-        best_config=fixed, trials=0, wall_seconds=wall, cpu_hours=wall * resources.cpus_per_trial / 3600.0,
-        gpu_hours=wall * resources.gpus_per_trial / 3600.0 if on_gpu else 0.0, protocol=protocol,
+        best_config=fixed, trials=0, wall_seconds=wall, cpu_hours=wall * resources.cpus_per_worker / 3600.0,
+        gpu_hours=wall * resources.gpus_per_worker / 3600.0 if on_gpu else 0.0, protocol=protocol,
         experiment_path=runs[0][1], per_seed=per_seed, ci_low=_percent(low), ci_high=_percent(high),
         ci={"level": LEVEL, "method": "percentile bootstrap", "units": "images", "resamples": RESAMPLES,
             "seed": seeds[0]},

@@ -87,18 +87,24 @@ def _storage(storage_path: str) -> tuple[str, Any]:
 
 
 def _trial(config: dict[str, Any], *, data: dict[str, Any], task: str, num_classes: int, threads: int,
-           device: str | None) -> None:  # fmt: skip
-    """One Tune trial: fit on the selection-train part, report the validation metric every epoch."""
+           device: str, gpus: float) -> None:  # fmt: skip
+    """One Tune trial: fit on the selection-train part, report the validation metric every epoch, and where
+    it ran (its device is picked here, on the node Ray placed it on: ``partaware.placement``)."""
     import torch
     from ray import tune
+
+    from partaware.placement import compute_device, where
 
     if set(data) != {"train", "val"}:  # selection must never see the test split
         raise ProbeInputError(f"a trial received splits {sorted(data)}; only train and val are allowed")
     torch.set_num_threads(threads)
-    config = {**config, "device": device} if device else dict(config)
+    on, note = compute_device(device, gpus)
+    config = {**config, "device": on}
+    placed = {f"placed_{k}": v for k, v in where(on, note).items()}
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        tune.report({f"val_{k}" if k not in ("epoch", "train_loss") else k: v for k, v in metrics.items()})
+        tune.report({**{f"val_{k}" if k not in ("epoch", "train_loss") else k: v for k, v in metrics.items()},
+                     **placed})  # fmt: skip
 
     if "heads" in config:  # several linear heads trained in one pass (heads_per_trial > 1)
         shared = {k: v for k, v in config.items() if k != "heads"}
@@ -126,6 +132,7 @@ class SearchOptions:
     storage_path: str | None = None  # absolute path or URI; Tune resumes an interrupted search from it
     name: str = "search"
     resources: Resources | None = None
+    device: str = "auto"  # where trials compute (``partaware.placement``); they ask for ``gpus_per_trial``
     fixed: Mapping[str, Any] | None = None
     num_classes: int | None = None
     resume: bool = True
@@ -185,7 +192,7 @@ def run_probe_search(
         grid = _multi_head_grid(task, space, fixed, settings, seed, heads_per_trial)
 
     trial_results, best_config, trials_cpu_s, trials_gpu_s, experiment_path = _search(
-        task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric
+        task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric, o.device
     )
 
     final = final_fit(task, train, val, test, best_config, seeds, n_cls, seed=seed,
@@ -248,26 +255,26 @@ def _multi_head_grid(task, space, fixed, settings, seed, heads_per_trial) -> dic
             "heads": tune.grid_search(chunks)}  # fmt: skip
 
 
-def _resources(resources: Resources) -> tuple[dict[str, float], str | None]:
-    import ray
+def _resources(resources: Resources) -> dict[str, float]:
+    """What each trial asks Ray for: the spec's CPUs, GPUs and memory, whether or not the cluster has such a
+    node now (an autoscaler adds one)."""
+    gpus, memory = resources.gpus_per_trial, resources.memory_per_trial
+    return {"cpu": resources.cpus_per_trial, **({"gpu": gpus} if gpus else {}),
+            **({"memory": int(memory * 2**30)} if memory else {})}  # fmt: skip
 
-    gpus = resources.gpus_per_trial if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    request = {"cpu": resources.cpus_per_trial, **({"gpu": gpus} if gpus else {})}
-    return request, ("cuda" if gpus else "cpu")
 
-
-def _search(task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric):
+def _search(task, grid, train, val, n_cls, settings, resources, storage_path, name, resume, metric, device):
     # Ray Tune's new console engine prints a configuration box per search even with verbose=0; the
     # classic reporter honours verbose=0, so a job with dozens of searches stays readable.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    request, device = _resources(resources)
+    request = _resources(resources)
     trainable = tune.with_resources(
         tune.with_parameters(
             _trial, data={"train": train, "val": val}, task=task, num_classes=n_cls,
-            threads=max(1, int(resources.cpus_per_trial)), device=device,
+            threads=max(1, int(resources.cpus_per_trial)), device=device, gpus=resources.gpus_per_trial,
         ),
         request,
     )  # fmt: skip
@@ -313,6 +320,7 @@ def _search(task, grid, train, val, n_cls, settings, resources, storage_path, na
                 "metric_unit": "fraction", "split": "validation",
                 "iterations": iterations, "stopped_early": iterations < planned,
                 "seconds": seconds / len(heads),
+                **{k: str(result.metrics.get(f"placed_{k}", "")) for k in ("node_id", "node_type", "device", "note")},
             })  # fmt: skip
     best = max(trial_results, key=lambda t: -np.inf if np.isnan(t["metric"]) else t["metric"])
     return trial_results, best["config"], cpu_s, gpu_s, grid_result.experiment_path

@@ -69,11 +69,14 @@ def spec_with_overrides(
     seeds: str | None = None,
     sources: list[str] | None = None,
     limit: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> JobSpec:
     """Load a spec, apply command-line overrides (flags win) and resolve its encoders to names; validated whole.
 
     ``--datasets`` keeps each named dataset's entry from the spec (source, options); ``--source NAME=URI`` sets a
     dataset's source; ``--limit N`` sets the job's ``limit`` (images per split; a dataset's own limit stays).
+    ``--device cpu`` also sets every GPU request of the spec to 0 (CPU compute asks for none).
     Encoder selectors that name a timm pretrained tag become ``custom_encoders`` entries
     (``encoders/timm_tags.py``). The returned spec lists its encoders by name (``all`` and ``family:`` resolved),
     which is what ``spec.yaml`` records and what a resumed run is matched on.
@@ -89,6 +92,7 @@ def spec_with_overrides(
     overrides = {"encoders": _split(encoders), "levels": _split(levels), "storage": storage, "zoo": zoo,
                  "tasks": _split(tasks), "seeds": _seeds(seeds), "limit": limit}  # fmt: skip
     data.update({k: v for k, v in overrides.items() if v is not None})
+    _apply_device(data, device, precision)
     refs = [dict(d) if isinstance(d, dict) else d for d in data.get("datasets") or []]
     if datasets:
         by_name = {_canonical(d.get("name")): d for d in refs if isinstance(d, dict)}
@@ -108,6 +112,22 @@ def spec_with_overrides(
     if resolved and resolved != job.encoders:
         job = parse_spec({**data, "encoders": resolved}, source=source)
     return job
+
+
+def _apply_device(data: dict, device: str | None, precision: str | None) -> None:
+    """``--device``/``--precision`` into the spec; ``--device cpu`` drops the spec's GPU requests with it."""
+    for flag, value, valid in (("--device", device, ("auto", "cuda", "cpu")), ("--precision", precision,
+                                                                                ("fp32", "bf16", "fp16"))):  # fmt: skip
+        if value is not None and value not in valid:
+            raise SpecError(f"{flag} {value!r}: expected one of {', '.join(valid)}")
+    if precision is not None:
+        data["precision"] = precision
+    if device is None:
+        return
+    data["device"] = device
+    resources = data.get("resources")
+    if device == "cpu" and isinstance(resources, dict):
+        data["resources"] = {**resources, **{f"gpus_per_{u}": 0 for u in ("actor", "trial", "worker")}}
 
 
 def _canonical(name) -> str | None:
@@ -230,7 +250,15 @@ def print_plan(job: JobSpec) -> None:
         f"{work['trials']} trials, {work['final_fits']} final fits); cached ones cost nothing",
         highlight=False,
     )
+    console.print(f"  compute: {compute_line(job)}", highlight=False)
     print_table(plan_table(job, encoders))
+
+
+def compute_line(job: JobSpec) -> str:
+    """What the job asks of the cluster and where it computes, in words."""
+    res, units = job.resources, {"gpus_per_actor": "actor", "gpus_per_trial": "trial", "gpus_per_worker": "worker"}
+    asks = [f"{what} {getattr(res, f):g} GPU per {units[f]}" for f, what in job.gpu_stages().items()]
+    return f"device {job.device}, precision {job.precision}; asks {'; '.join(asks)}"
 
 
 PLAN_COLUMNS = ("dataset", "level", "task", "scored_on", "metric", "search", "variant")
@@ -284,6 +312,12 @@ def submit(
     limit: int = typer.Option(
         None, "--limit", min=1, help="Smoke test: at most N images per split of each dataset (a fixed subset)."
     ),
+    device: str = typer.Option(
+        None,
+        help="auto | cuda | cpu: where compute runs (auto: CUDA where a stage asks for GPUs; cpu also sets "
+        "the spec's GPU requests to 0). Overrides the spec.",
+    ),
+    precision: str = typer.Option(None, help="fp32 | bf16 | fp16: extraction autocast (fp16 on CUDA only)."),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Validate, print the resolved plan and the run it would resume; start nothing."
     ),
@@ -310,7 +344,8 @@ def submit(
     if json_ and not dry_run:
         raise SpecError("--json: only with --dry-run (a run's state as JSON: partctl status RUN --json)")
     job = spec_with_overrides(spec, encoders=encoders, datasets=dataset or datasets, levels=levels, storage=storage,
-                              zoo=zoo, tasks=tasks, seeds=seeds, sources=source, limit=limit)  # fmt: skip
+                              zoo=zoo, tasks=tasks, seeds=seeds, sources=source, limit=limit, device=device,
+                              precision=precision)  # fmt: skip
     remote = None if in_cluster else jobs_address(address)
     if dry_run:
         _dry_run(job, storage=storage, remote=remote, resume=resume or run_id, new=new, as_json=json_)
@@ -394,7 +429,7 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
     import os
     import signal
 
-    from partaware.runs.cluster import ray_session
+    from partaware.runs.cluster import ClusterError, check_gpus_here, ray_session
     from partaware.runs.driver import new_run_id, report_uri, run_job
     from partaware.runs.folders import find_resumable, read_run
     from partaware.storage import StorageRoot
@@ -426,6 +461,8 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
     run_id = resume or new_run_id(job)
     try:
         with ray_session(address, log=lambda m: console.print(m, highlight=False)) as ray_address:
+            if address is None:  # embedded: what the job asks must fit this machine
+                check_gpus_here({f: getattr(job.resources, f) for f in job.gpu_stages()})
             run_id, results = run_job(
                 job,
                 storage=storage,
@@ -442,8 +479,9 @@ def _run_here(job: JobSpec, *, storage: str | None, resume: str | None, new: boo
             highlight=False,
         )
         raise typer.Exit(130) from None
-    except Exception:
-        console.print(f"[red]run {run_id} failed[/red]; submitting the same job again resumes it", highlight=False)
+    except Exception as e:
+        if not isinstance(e, ClusterError):  # a cluster refused before the run started: there is no run to resume
+            console.print(f"[red]run {run_id} failed[/red]; submitting the same job again resumes it", highlight=False)
         raise
     table = Table(title=f"run {run_id}")
     for col in ("stage", "status", "seconds", "detail"):

@@ -4,8 +4,9 @@
       └─ from_items (one row per image; completed shards left out: resume)
           └─ map_batches(decode_images)          CPU tasks: one read per image (fsspec: local or s3://),
           │                                      decode once, crop every region, black outside the image
-          └─ map_batches(FeatureExtractor,       actor pool min..max, num_gpus=1 per actor on GPU clusters;
-          │      compute=ActorPoolStrategy)      the encoder is loaded once per actor
+          └─ map_batches(FeatureExtractor,       actor pool min..max, each asking Ray for the spec's GPUs, CPUs
+          │      compute=ActorPoolStrategy)      and memory (an autoscaler adds such nodes); the encoder is
+          │                                      loaded once per actor, which names its node and device
           └─ iter_batches in the driver ─ ShardWriter: a shard's part file is written (atomically) when its
                                           last region arrives, so memory holds only the open shards
       └─ verify: exactly one row (feature or error) per selected region, then errors.parquet, _SUCCESS last
@@ -74,7 +75,7 @@ from partaware.storage import (
 from partaware.validation import replace_fields
 
 ProgressFn = Callable[[int, int], None]
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 #: Which manifest rows an extraction encodes (``select_rows``); the probe tasks name the one they need.
 KINDS = ("regions", "label_maps")
 DEFAULT_SHARD_REGIONS = 512
@@ -212,6 +213,7 @@ class RunStats:
     t_write: float = 0.0
     bytes_written: int = 0
     workers: dict[str, dict[str, float]] = field(default_factory=dict)
+    placements: dict[str, int] = field(default_factory=dict)  # placement (JSON) -> regions
 
 
 class ShardWriter:
@@ -245,6 +247,9 @@ class ShardWriter:
             w = self.stats.workers.setdefault(str(batch["worker"][i]), {"regions": 0, "encode_s": 0.0})
             w["regions"] += 1
             w["encode_s"] += float(batch["t_encode"][i])
+            if "placement" in batch:
+                where = str(batch["placement"][i])
+                self.stats.placements[where] = self.stats.placements.get(where, 0) + 1
             if len(self.open[shard]) == self.expected[shard]:
                 self._flush(shard)
         self.stats.regions += new
@@ -332,7 +337,8 @@ class ExtractionResult:
     timings: dict[str, float] = field(default_factory=dict)
     workers: dict[str, dict[str, float]] = field(default_factory=dict)
     duplicates_dropped: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # the devices the actors computed on ("cuda", "cpu", "cpu,cuda"); "" for a cache hit
+    placement: list[dict[str, Any]] = field(default_factory=list)  # regions by node type and device
     waited_s: float = 0.0  # for another writer of the same key (it held the writer lock)
     repaired: list[str] = field(default_factory=list)  # what a half-published folder had that was removed
 
@@ -385,14 +391,19 @@ def regions_digest(rows: Sequence[dict[str, Any]]) -> str:
 @dataclass(frozen=True)
 class ExtractionOptions:
     """How an extraction runs: batching, the actor pool, its resources, errors allowed. Only ``precision``
-    changes the features (it is in the feature key); the rest changes speed and placement."""
+    changes the features (it is in the feature key); the rest changes speed and placement.
+
+    ``gpus_per_actor``, ``cpus_per_actor`` and ``memory_per_actor`` (GiB) are what each actor asks Ray for,
+    whether or not the cluster has such a node now; ``device`` (``partaware.placement``) where it computes."""
 
     precision: str = "fp32"
     batch_size: int = 64
     min_actors: int = 1
     max_actors: int = 2
     cpus_per_actor: float | None = None
-    use_gpu: bool | None = None  # None: GPUs when the cluster has them
+    gpus_per_actor: float = 0.0
+    memory_per_actor: float = 0.0  # GiB; 0 asks for none
+    device: str = "auto"  # auto | cuda | cpu
     threads_per_actor: int | None = None
     decode_cpus: float | None = None
     images_per_task: int = 8
@@ -404,6 +415,15 @@ class ExtractionOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise SpecError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        from partaware.placement import DEVICES
+
+        if self.device not in DEVICES or self.gpus_per_actor < 0 or self.memory_per_actor < 0:
+            raise SpecError(f"device {self.device!r} (one of {', '.join(DEVICES)}), gpus_per_actor "
+                            f"{self.gpus_per_actor:g}, memory_per_actor {self.memory_per_actor:g} (>= 0)")  # fmt: skip
+        if self.device == "cpu" and self.gpus_per_actor > 0:
+            raise SpecError(f"device cpu with gpus_per_actor {self.gpus_per_actor:g}: CPU compute asks for no GPU")
+        if self.precision == "fp16" and (self.device == "cpu" or self.gpus_per_actor <= 0):
+            raise SpecError("precision fp16 runs only on CUDA: give the actors a GPU (gpus_per_actor), or use bf16")
         if not (0.0 <= self.max_error_rate <= 1.0 and 1 <= self.min_actors <= self.max_actors and self.batch_size >= 1):
             raise SpecError(
                 f"need 0 <= max_error_rate <= 1, 1 <= min_actors <= max_actors, batch_size >= 1 (got "
@@ -432,8 +452,9 @@ def extract_features(
 
     A complete key is a cache hit (no Ray, no encoding). Otherwise only the shards without a part
     file are computed, on the Ray cluster this process is connected to (a local one is started if
-    none is). GPUs are used when the cluster has them (``use_gpu=None``); on CPU-only clusters each
-    actor takes a fraction of a CPU so the decode stage can always run (2-core deadlock, stack notes).
+    none is). Each actor asks for ``gpus_per_actor`` GPUs whether or not the cluster has one now (an
+    autoscaler adds the node); with no GPU and no ``cpus_per_actor`` each actor takes a fraction of a CPU
+    so the decode stage can always run (2-core deadlock, stack notes).
     ``worker_env`` adds environment variables for the pipeline's workers (for example S3 credentials
     for a local Ray started before they were set); values are never logged. Raises
     ``ExtractionError`` if more than ``max_error_rate`` of the regions fail, or verification fails.
@@ -491,10 +512,11 @@ def extract_features(
         kept = completed_shards(froot)
         todo = [s for s in shards if s[0].shard not in kept]
         stats = RunStats()
-        device = "cpu"
+        device, placement = "", []
         if todo:
-            device = _run_pipeline(froot, prepared, spec, todo, taps=taps, digest=digest, seed=seed, options=opts,
-                                   progress=progress, stats=stats, root_uri=root.uri)  # fmt: skip
+            device, placement = _run_pipeline(froot, prepared, spec, todo, taps=taps, digest=digest, seed=seed,
+                                              options=opts, progress=progress, stats=stats,
+                                              root_uri=root.uri)  # fmt: skip
         n_rows, n_err = _publish(froot, manifest_rows, taps, opts, stats, {
             **base, "weights_digest": digest, "input_size": spec.input_size, "preprocess_version": PREPROCESS_VERSION,
             "precision": precision, "kinds": kinds, "shards": len(shards),
@@ -514,7 +536,8 @@ def extract_features(
             w: {**v, "regions_per_s": v["regions"] / v["encode_s"] if v["encode_s"] else 0.0}
             for w, v in stats.workers.items()
         },
-        duplicates_dropped=stats.duplicates_dropped, device=device, waited_s=waited, repaired=repaired,
+        duplicates_dropped=stats.duplicates_dropped, device=device, placement=placement, waited_s=waited,
+        repaired=repaired,
     )  # fmt: skip
 
 
@@ -663,12 +686,13 @@ def _run_pipeline(
     progress: ProgressFn | None,
     stats: RunStats,
     root_uri: str,
-) -> str:
-    """Run the Ray Data pipeline over the shards in ``todo``; returns the device the actors used."""
+) -> tuple[str, list[dict[str, Any]]]:
+    """Run the Ray Data pipeline over the shards in ``todo``; returns the devices the actors computed on and
+    where the regions were encoded (``partaware.placement.summarise``)."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    from partaware.extract.worker import FeatureExtractor
+    from partaware.placement import summarise
 
     o = options
     if not ray.is_initialized():  # Ray is started in one place only: the caller's partaware.runs.cluster.ray_session
@@ -678,12 +702,12 @@ def _run_pipeline(
     ctx.print_on_execution_start = o.ray_progress
     resources = ray.cluster_resources()
     total_cpus = float(resources.get("CPU", 1.0))
-    gpu = o.use_gpu if o.use_gpu is not None else resources.get("GPU", 0) >= 1
+    gpu = o.gpus_per_actor > 0  # asked for whether or not a GPU node exists yet: the autoscaler adds one
     share = max(0.25, min(1.0, total_cpus / (o.max_actors + 1)))
     actor_cpus = o.cpus_per_actor if o.cpus_per_actor is not None else (1.0 if gpu else share)
     task_cpus = o.decode_cpus if o.decode_cpus is not None else share
-    threads = o.threads_per_actor or (None if gpu else max(1, int(total_cpus // o.max_actors)))
-    device = "cuda" if gpu else "cpu"
+    threads = o.threads_per_actor or (max(1, int(actor_cpus)) if gpu else max(1, int(total_cpus // o.max_actors)))
+    memory = {"memory": int(o.memory_per_actor * 2**30)} if o.memory_per_actor else {}
 
     items = [asdict(job) for shard in todo for job in shard]
     for it in items:  # Arrow needs one type per column: an absent box becomes an empty list
@@ -705,14 +729,14 @@ def _run_pipeline(
         batch_size=o.images_per_task, batch_format="numpy", num_cpus=task_cpus, **remote_env,
     )  # fmt: skip
     ds = ds.map_batches(
-        FeatureExtractor,
+        _placed_extractor(),
         fn_constructor_kwargs={
-            "encoder": spec, "taps": taps, "device": device, "seed": seed, "root_uri": root_uri,
-            "expected_digest": digest, "threads": threads, "precision": o.precision,
+            "encoder": spec, "taps": taps, "want": o.device, "gpus": o.gpus_per_actor, "seed": seed,
+            "root_uri": root_uri, "expected_digest": digest, "threads": threads, "precision": o.precision,
         },
         batch_size=o.batch_size, batch_format="numpy",
         compute=ActorPoolStrategy(min_size=o.min_actors, max_size=o.max_actors),
-        num_cpus=actor_cpus, num_gpus=1 if gpu else 0, **remote_env,
+        num_cpus=actor_cpus, num_gpus=o.gpus_per_actor, **memory, **remote_env,
     )  # fmt: skip
     writer = ShardWriter(froot, expected, taps, stats)
     done = 0
@@ -724,4 +748,27 @@ def _run_pipeline(
             progress(done, total)
     if writer.incomplete:
         raise ExtractionError(f"the pipeline ended with incomplete shards (shard: regions got) {writer.incomplete}")
-    return device
+    places = [{**json.loads(p), "count": n} for p, n in stats.placements.items()]
+    placement = summarise(places, gpus=o.gpus_per_actor, unit="regions")
+    return ",".join(sorted({p["device"] for p in places})) or "cpu", placement
+
+
+def _placed_extractor():
+    """``FeatureExtractor`` that picks its device inside the actor (``partaware.placement.compute_device``:
+    a GPU resource without a CUDA device computes on the CPU) and names its node and device on every row."""
+    from partaware.extract.worker import FeatureExtractor
+    from partaware.placement import compute_device, where
+
+    class PlacedFeatureExtractor(FeatureExtractor):
+        def __init__(self, encoder: EncoderSpec | str, taps: Sequence[str], *, want: str, gpus: float,
+                     **kwargs: Any) -> None:  # fmt: skip
+            device, note = compute_device(want, gpus)
+            super().__init__(encoder, taps, device, **kwargs)
+            self.placement = json.dumps(where(device, note), sort_keys=True)
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            out = super().__call__(batch)
+            out["placement"] = np.full(len(out["worker"]), self.placement, dtype=object)
+            return out
+
+    return PlacedFeatureExtractor

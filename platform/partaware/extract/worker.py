@@ -24,6 +24,8 @@ from partaware.extract.crops import normalise
 from partaware.extract.features import tap_dtype
 from partaware.storage import StorageRoot
 
+#: precision -> the autocast dtype (None: plain fp32); bf16 autocasts on CUDA and on CPUs, fp16 on CUDA only.
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Columns of the decode stage that travel through the worker unchanged.
 PASSTHROUGH = ("row", "region_id", "shard", "error", "t_read", "t_decode")
 
@@ -50,8 +52,10 @@ class FeatureExtractor:
     ):
         if threads:
             torch.set_num_threads(threads)
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision {precision!r} is not one of fp32, bf16")
+        if precision not in AUTOCAST:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(AUTOCAST)}")
+        if precision == "fp16" and torch.device(device).type != "cuda":
+            raise ValueError(f"precision fp16 runs only on CUDA, not on {device}; use bf16 or fp32")
         root = StorageRoot.open(root_uri) if root_uri else None
         self.encoder = load_encoder(encoder, root=root, device=device, seed=seed)
         if expected_digest is not None and self.encoder.weights_digest != expected_digest:
@@ -69,9 +73,8 @@ class FeatureExtractor:
         self.tap_shapes = {t: v.shape[1:] for t, v in probe.items()}
 
     def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        dtype = AUTOCAST[self.precision]
+        return torch.autocast(device_type=self.device.type, dtype=dtype) if dtype else nullcontext()
 
     def encode_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """Taps of a (N, S, S, 3) uint8 batch, as numpy arrays in their storage dtype."""

@@ -63,12 +63,18 @@ def pretrain(
     seed: int = 0,
     progress: ProgressFn | None = None,
     use_ray: bool = True,
+    device: str = "cpu",
+    resources: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Make sure every objective has weights under one budget; returns objective -> weights info.
 
     Cached objectives are not retrained (their info has ``cached: True``); ``lab/<objective>``
     then resolves to this budget. With ``use_ray=False`` objectives train one after the other in
-    this process (debugging, and machines without Ray).
+    this process on ``device`` (debugging, one GPU, and machines without Ray).
+    With Ray, each objective's task asks for ``resources`` (``num_cpus``, ``num_gpus``, ``memory`` in bytes;
+    default one CPU, and one GPU for ``device="cuda"``) whether or not such a node exists yet, and computes
+    on ``device`` (``auto``: CUDA when its GPU has a device, see ``partaware.placement``); its info names its
+    node (``placed``).
     """
     from partaware.lab.data import load_lab_data, open_lab_dataset
 
@@ -99,15 +105,15 @@ def pretrain(
         return {n: results[n] for n in names}
     data = load_lab_data(prepared, size=budget.input_size, split=budget.split)
     trained = (
-        _train_with_ray(root, todo, budget, data, progress)
+        _train_with_ray(root, todo, budget, data, progress, device, resources)
         if use_ray
-        else _train_here(root, todo, budget, data, progress)
+        else _train_here(root, todo, budget, data, progress, device)
     )
     results.update(trained)
     return {n: results[n] for n in names}
 
 
-def _train_here(root, names, budget, data, progress) -> dict[str, dict[str, Any]]:
+def _train_here(root, names, budget, data, progress, device: str = "cpu") -> dict[str, dict[str, Any]]:
     from partaware.lab.train import train_objective
 
     snapshot = {n: {"step": 0, "total": budget.steps, "loss": None, "losses": [], "state": "queued"} for n in names}
@@ -121,14 +127,14 @@ def _train_here(root, names, budget, data, progress) -> dict[str, dict[str, Any]
 
     out = {}
     for name in names:
-        out[name] = train_objective(root, name, budget, data, on_step=on_step)
+        out[name] = train_objective(root, name, budget, data, on_step=on_step, device=device)
         snapshot[name]["state"] = "done"
         if progress:
             progress(snapshot)
     return out
 
 
-def _train_with_ray(root, names, budget, data, progress) -> dict[str, dict[str, Any]]:
+def _train_with_ray(root, names, budget, data, progress, device="cpu", resources=None) -> dict[str, dict[str, Any]]:
     import ray
 
     if not ray.is_initialized():  # Ray is started in one place only: partaware.runs.cluster.ray_session
@@ -136,11 +142,13 @@ def _train_with_ray(root, names, budget, data, progress) -> dict[str, dict[str, 
 
     hub = _progress_hub().remote({n: budget.steps for n in names})
     data_ref = ray.put(data)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    task = _train_task().options(num_cpus=1, num_gpus=1 if gpus else 0)
+    # asked whether or not such a node exists (an autoscaler adds it); device cuda without resources: one GPU
+    asked = {"num_cpus": 1, "num_gpus": 1 if device == "cuda" else 0, **(resources or {})}
+    task = _train_task().options(**asked)
     # costliest first (multi-crop, two views), so the last task to start is a short one
     order = sorted(names, key=lambda n: -OBJECTIVES.get(n).views_per_image)
-    refs = {task.remote(root.uri, n, budget.model_dump(), data_ref, hub): n for n in order}
+    refs = {task.remote(root.uri, n, budget.model_dump(), data_ref, hub, device, asked.get("num_gpus", 0)): n
+            for n in order}  # fmt: skip
     results, errors = {}, {}
     pending = list(refs)
     while pending:
@@ -167,12 +175,11 @@ def _train_task():
     import ray
 
     @ray.remote
-    def train_one(root_uri: str, objective: str, budget: dict, data, hub) -> dict[str, Any]:
-        import torch
-
+    def train_one(root_uri: str, objective: str, budget: dict, data, hub, want: str, gpus: float) -> dict[str, Any]:
         from partaware.lab.train import Budget, train_objective
+        from partaware.placement import compute_device, where
 
-        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        device, note = compute_device(want, gpus)
         last = [0.0]
 
         def on_step(name: str, step: int, total: int, loss: float) -> None:
@@ -182,7 +189,8 @@ def _train_task():
                 hub.report.remote(name, step, total, loss)
 
         root = StorageRoot.open(root_uri)
-        return train_objective(root, objective, Budget(**budget), data, on_step=on_step, threads=1, device=device)
+        info = train_objective(root, objective, Budget(**budget), data, on_step=on_step, threads=1, device=device)
+        return {**info, "placed": where(device, note)}
 
     return train_one
 

@@ -26,6 +26,22 @@ def _read_json(root: StorageRoot, name: str) -> Any:
         return None
 
 
+def _placements(run_root: StorageRoot) -> dict[str, list[str]]:
+    """Stage -> where its Ray work ran, a line per node type and device (the ``placement`` of its record)."""
+    out: dict[str, list[str]] = {}
+    names = sorted(n for n in run_root.listdir("stages") if n.endswith(".json")) if run_root.exists("stages") else []
+    for name in names:
+        record = _read_json(run_root.sub("stages"), name) or {}
+        lines = [
+            f"{p['count']} {p['unit']} on {len(p.get('nodes', []))} {p['node_type'] or 'unnamed'} node(s), computed on "
+            f"{p['device']}, {p['gpus_asked']:g} GPU asked each" + (f" ({p['note']})" if p.get("note") else "")
+            for p in record.get("placement") or []
+        ]  # fmt: skip
+        if lines:
+            out[record.get("name", name.removesuffix(".json"))] = lines
+    return out
+
+
 def collect_provenance(run_root: StorageRoot, records: Sequence[ResultRecord]) -> dict[str, Any]:
     """Sections of provenance, each a plain JSON-able value (str, dict, list)."""
     out: dict[str, Any] = {}
@@ -37,6 +53,9 @@ def collect_provenance(run_root: StorageRoot, records: Sequence[ResultRecord]) -
     summary = _read_json(run_root, "summary.json") or {}
     if summary.get("stages"):
         out["stages"] = [{k: s.get(k) for k in ("name", "status", "seconds", "detail")} for s in summary["stages"]]
+    placed = _placements(run_root)
+    if placed:
+        out["where stages ran"] = placed
     for key in ("machine", "ray_resources", "cluster_resources", "code_version"):
         if key in summary:
             out[key.replace("_", " ")] = summary[key]

@@ -105,6 +105,20 @@ def ray_session(address: str | None = None, *, log: Callable[[str], None] | None
         ray.shutdown()
 
 
+def check_gpus_here(asked: dict[str, float]) -> None:
+    """An embedded Ray has no autoscaler: a GPU request more than this machine has would wait forever, so it
+    is refused before any stage starts. ``asked``: GPU request field -> GPUs (the fields the job uses)."""
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0.0)
+    short = [f"resources.{field} {gpus:g}" for field, gpus in asked.items() if gpus > have]
+    if short:
+        raise ClusterError(
+            f"the job asks for GPUs ({', '.join(short)}) but this machine's Ray has {have:g}, and no autoscaler "
+            "adds any: submit it to a cluster (--address) or run it on CPUs (--device cpu)"
+        )
+
+
 def _check_gcs(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail fast on a ``host:port`` Ray address nobody listens on (``ray.init`` would retry for minutes)."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")

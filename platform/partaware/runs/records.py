@@ -94,18 +94,45 @@ class ReportOutput(StageOutput):
     files: dict[str, str] = Field(default_factory=dict)  # md | html | csv | figures -> URI
 
 
+class Placement(BaseModel):
+    """Where part of a stage's Ray work ran (``partaware.placement.summarise``): one node type and device."""
+
+    node_type: str  # as the autoscaler or KubeRay named it ("gpu", "cpu"), else "gpu node" / "cpu node" / "head"
+    device: str  # what the work computed on: "cuda" | "cpu"
+    gpus_asked: float  # GPUs each unit asked Ray for
+    unit: str  # what ``count`` counts: regions, trials, tasks, workers
+    count: int
+    nodes: list[str] = Field(default_factory=list)  # Ray node ids that did the work
+    note: str = ""  # e.g. a GPU resource without a CUDA device (computed on the CPU)
+
+
+def merge_placements(places: list[dict[str, Any]]) -> list[Placement]:
+    """Placements of several runs of one stage (one per feature set, per search) added up by kind."""
+    merged: dict[tuple, dict[str, Any]] = {}
+    for p in places:
+        key = (p["node_type"], p["device"], p["gpus_asked"], p["unit"], p.get("note", ""))
+        m = merged.setdefault(key, {**p, "count": 0, "nodes": []})
+        m["count"] += p["count"]
+        m["nodes"] = sorted({*m["nodes"], *p.get("nodes", [])})
+    return [Placement.model_validate(m) for m in merged.values()]
+
+
 class StageRecord(BaseModel):
-    """One finished stage: how it ended and its typed output (``stages/<name>.json``)."""
+    """One finished stage: how it ended, its typed output (``stages/<name>.json``) and where its Ray work ran
+    (empty for work done in the driver alone, and for a stage whose outputs were all cached)."""
 
     name: str
     status: str  # "ran" | "cached" | "skipped"
     seconds: float
     detail: str = ""
     outputs: dict[str, Any] = Field(default_factory=dict)
+    placement: list[Placement] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, output: StageOutput, status: str, seconds: float, detail: str = "") -> StageRecord:
-        return cls(name=output.stage, status=status, seconds=seconds, detail=detail, outputs=output.model_dump())
+    def of(cls, output: StageOutput, status: str, seconds: float, detail: str = "",
+           placement: list[Placement] | None = None) -> StageRecord:  # fmt: skip
+        return cls(name=output.stage, status=status, seconds=seconds, detail=detail, outputs=output.model_dump(),
+                   placement=placement or [])  # fmt: skip
 
 
 Output = TypeVar("Output", bound=StageOutput)

@@ -10,7 +10,7 @@ import time
 from contextlib import nullcontext
 
 from partaware.runs.driver import RunContext
-from partaware.runs.records import ExtractOutput, FeatureSetRef, PrepareOutput, StageRecord
+from partaware.runs.records import ExtractOutput, FeatureSetRef, PrepareOutput, StageRecord, merge_placements
 
 
 def run(ctx: RunContext) -> StageRecord:
@@ -18,7 +18,7 @@ def run(ctx: RunContext) -> StageRecord:
     from partaware.extract.pipeline import extract_features, resolve_spec
     from partaware.probes.tasks import get_task, job_taps
 
-    start, ran, out = time.perf_counter(), False, ExtractOutput()
+    start, ran, out, placement = time.perf_counter(), False, ExtractOutput(), []
     prepared, res = ctx.input(PrepareOutput), ctx.spec.resources
     for ref in ctx.spec.datasets:
         by_kind: dict[str, list[str]] = {}  # one feature set per kind of rows, with only the taps its tasks read
@@ -34,12 +34,16 @@ def run(ctx: RunContext) -> StageRecord:
                         ctx.root, ref.name, spec, dataset_version=prepared.version(ref.name), taps=taps,
                         kinds=[kind], seed=ctx.spec.seed, batch_size=res.extract_batch_size,
                         min_actors=res.min_actors, max_actors=res.max_actors, cpus_per_actor=res.cpus_per_actor,
-                        use_gpu=True if res.gpus_per_actor > 0 else None, progress=update,
+                        gpus_per_actor=res.gpus_per_actor, memory_per_actor=res.memory_per_actor,
+                        device=ctx.spec.device, precision=ctx.spec.precision, progress=update,
                     )  # fmt: skip
+                placement += r.placement
                 ran |= r.status == "ran"
                 out.feature_sets.append(FeatureSetRef(
                     dataset=ref.name, encoder=name, key=r.key, dataset_version=r.dataset_version, status=r.status,
                     rows=r.rows, errors=r.errors, taps=taps, kind=kind, device=r.device,
                 ))  # fmt: skip
     detail = ", ".join(f"{f.encoder}/{f.dataset}/{f.kind} {f.status} ({f.rows} rows)" for f in out.feature_sets)
-    return StageRecord.of(out, "ran" if ran else "cached", time.perf_counter() - start, detail)
+    return StageRecord.of(
+        out, "ran" if ran else "cached", time.perf_counter() - start, detail, placement=merge_placements(placement)
+    )

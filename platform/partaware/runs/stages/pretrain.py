@@ -6,7 +6,7 @@ import time
 from contextlib import nullcontext
 
 from partaware.runs.driver import RunContext
-from partaware.runs.records import PrepareOutput, PretrainOutput, StageRecord
+from partaware.runs.records import PrepareOutput, PretrainOutput, StageRecord, merge_placements
 
 
 def run(ctx: RunContext) -> StageRecord:
@@ -25,9 +25,18 @@ def run(ctx: RunContext) -> StageRecord:
             if update:
                 update(sum(s["step"] for s in states.values()), sum(s["total"] for s in states.values()))
 
+        res = ctx.spec.resources
+        asked = {"num_cpus": res.cpus_per_worker, "num_gpus": res.gpus_per_worker,
+                 **({"memory": int(res.memory_per_worker * 2**30)} if res.memory_per_worker else {})}  # fmt: skip
         infos = pretrain(ctx.root, objectives, dataset=dataset, dataset_version=version, seed=ctx.spec.seed,
-                         progress=on_progress)  # fmt: skip
+                         progress=on_progress, device=ctx.spec.device, resources=asked)  # fmt: skip
     trained = [o for o, info in infos.items() if not info.get("cached")]
+    from partaware.placement import summarise
+
+    places = [infos[o]["placed"] for o in trained if infos[o].get("placed")]
+    placement = summarise(places, gpus=res.gpus_per_worker, unit="tasks")
     detail = f"trained {', '.join(trained)}" if trained else f"all {len(infos)} cached"
     status = "ran" if trained else "cached"
-    return StageRecord.of(PretrainOutput(lab=infos), status, time.perf_counter() - start, detail)
+    return StageRecord.of(
+        PretrainOutput(lab=infos), status, time.perf_counter() - start, detail, placement=merge_placements(placement)
+    )

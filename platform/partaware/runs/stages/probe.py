@@ -22,7 +22,7 @@ from typing import Any
 from partaware import __version__
 from partaware.results import ResultRecord, write_results
 from partaware.runs.driver import RunContext
-from partaware.runs.records import ExtractOutput, FeatureSetRef, ProbeOutput, StageRecord
+from partaware.runs.records import ExtractOutput, FeatureSetRef, ProbeOutput, StageRecord, merge_placements
 
 PROBE_CACHE_VERSION = "2"
 PROBES = "probes"
@@ -78,7 +78,7 @@ def run(ctx: RunContext) -> StageRecord:
         "settings": spec.search_settings.model_dump(), "seed": spec.seed, "seeds": spec.seeds,
     }  # fmt: skip
     plans = plan_job(ctx, ctx.input(ExtractOutput))
-    out, records, empty = ProbeOutput(), [], []
+    out, records, empty, placement = ProbeOutput(), [], [], []
     warned: list[str] = []  # probes that ran on too few items per class (a ``limit`` run's usual case)
     bar = ctx.progress("probe") if ctx.progress else nullcontext(None)
     loaded: dict[Any, Any] = {}  # one manifest per dataset, the current encoder's features
@@ -102,6 +102,7 @@ def run(ctx: RunContext) -> StageRecord:
                     warned.append(f"{where}: {record.protocol['warning']}")
                     ctx.note(f"warning: {warned[-1]}")
                 records.append(record)
+                placement += _placement(spec, record)
                 out.searched += 1
             out.probe_keys.append(key)
             if update:
@@ -115,7 +116,26 @@ def run(ctx: RunContext) -> StageRecord:
     detail = f"{len(records)} results ({out.searched} searched, {out.cached} cached)"
     if warned:
         detail += f"; {len(warned)} warned: {warned[0]}" + (" (all in driver.log)" if len(warned) > 1 else "")
-    return StageRecord.of(out, "ran" if out.searched else "cached", time.perf_counter() - start, detail)
+    return StageRecord.of(
+        out,
+        "ran" if out.searched else "cached",
+        time.perf_counter() - start,
+        detail,
+        placement=merge_placements(placement),
+    )
+
+
+def _placement(spec, record: ResultRecord) -> list[dict[str, Any]]:
+    """Where a search's trials ran (each trial names its node and device), or the paper schedule's workers."""
+    from partaware.placement import summarise
+
+    res = spec.resources
+    if record.protocol.get("segmentation_mode") == "paper":
+        places = [{"node_type": record.protocol.get("node_type", ""), "device": record.protocol.get("device", ""),
+                   "count": len(record.seeds)}]  # fmt: skip
+        return summarise(places, gpus=res.gpus_per_worker, unit="workers")
+    places = [t for t in record.trial_results if t.get("device")]
+    return summarise(places, gpus=res.gpus_per_trial, unit="trials") if places else []
 
 
 def paper_segmentation(spec, task: str) -> bool:
@@ -208,7 +228,7 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
         task.computes, feats, labels, space=spec.search.get(plan.task) or task.search_defaults,
         settings=spec.search_settings, seed=spec.seed, seeds=spec.seeds, storage_path=ctx.run_root.uri_of("tune"),
         name=name, resources=spec.resources, fixed={"feature": plan.feature} if plan.task == "retrieval" else None,
-        num_classes=classes,
+        num_classes=classes, device=spec.device,
     )  # fmt: skip
     outcome.protocol.update(
         task_version=task.protocol_version, input=plan.feature, split_rule=task.split_rule,
@@ -315,7 +335,7 @@ def _run_paper(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded
     name = f"{plan.encoder}-{plan.dataset}-{plan.level}-segmentation-paper".replace("/", "_")
     outcome, digest = run_paper_segmentation(
         job, seeds=spec.seeds, storage_path=ctx.run_root.uri_of("train"), name=name, resources=spec.resources,
-        train_pixels=train_pixels, train_splits=train_splits,
+        train_pixels=train_pixels, train_splits=train_splits, device=spec.device,
     )  # fmt: skip
     outcome.protocol.update(
         task_version=task.protocol_version, input=plan.feature, split_rule=task.split_rule,
