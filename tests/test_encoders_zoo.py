@@ -21,8 +21,9 @@ from partaware.encoders.registry import (
 from partaware.encoders.weights import WeightsUnavailableError, cache_relpath
 from partaware.errors import SpecError, UnknownNameError
 
-#: ``lab`` encoders get their weights from the lab's own runs and are tested with it
-TESTED_HERE = [n for n in ENCODERS.names() if ENCODERS.get(n).weights.kind != "lab"]
+#: ``lab`` encoders get their weights from the lab's own runs, ``lab-release`` ones from the package:
+#: both are tested with the lab
+TESTED_HERE = [n for n in ENCODERS.names() if ENCODERS.get(n).weights.kind not in ("lab", "lab-release")]
 PAPER_SEVEN = {
     "deit_base_p16_in1k",
     "mocov3_base_p16_in1k_300ep",
@@ -133,7 +134,8 @@ def test_paper_encoders_keep_imagenet_normalisation_and_null_needs_timm_weights(
 def test_encoder_registries_fill_themselves_and_check_types():
     from partaware.encoders.loading import VARIANTS, WEIGHT_RESOLVERS  # the public names of the old dicts
 
-    assert set(WEIGHT_RESOLVERS.names()) == {"lab", "timm", "uri", "url"} and VARIANTS.names() == ["shufflebug"]
+    assert set(WEIGHT_RESOLVERS.names()) == {"lab", "lab-release", "timm", "uri", "url"}
+    assert VARIANTS.names() == ["shufflebug"]
     assert callable(WEIGHT_RESOLVERS["lab"]) and callable(VARIANTS["shufflebug"])
     with pytest.raises(TypeError, match=r"encoder 'not_a_spec' must be a EncoderSpec, got dict"):
         ENCODERS.register("not_a_spec", {"name": "not_a_spec"})

@@ -199,9 +199,13 @@ def test_resume_replays_an_uninterrupted_run(tmp_path, lab_data):
 
 
 def test_zoo_lists_lab_encoders_and_missing_weights_say_what_to_run(tmp_path):
+    from partaware.lab.release import released_objectives
+
     names = select_encoders(["all"], zoo="lab")
-    assert set(names) == {f"lab/{o}" for o in objective_names()}
-    assert select_encoders(["family:mim"], zoo="lab") == [n for n in names if n in {"lab/mae", "lab/beit", "lab/cae"}]
+    released = {f"lab-release/{o}" for o in released_objectives()}
+    assert set(names) == {f"lab/{o}" for o in objective_names()} | released
+    mim = {"lab/mae", "lab/beit", "lab/cae"} | {n for n in released if n.split("/")[1] in ("mae", "beit", "cae")}
+    assert select_encoders(["family:mim"], zoo="lab") == [n for n in names if n in mim]
     with pytest.raises(StorageError, match="partctl pretrain --objectives mae"):
         load_encoder("lab/mae", root=StorageRoot.open(str(tmp_path / "empty")))
     with pytest.raises(UnknownNameError, match="supervised"):

@@ -180,12 +180,23 @@ class JobSpec(_Strict):
     segmentation_iterations: int | None = Field(None, ge=1, le=10_000_000)
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
     resources: Resources = Field(default_factory=Resources)
+    #: the named budget the job's live lab encoders pretrain under (``partaware.lab.presets``)
+    lab_budget: str = "quickstart"
     #: where compute runs: ``auto`` (CUDA where the stage's resources include a GPU), ``cuda``, ``cpu``
     device: Literal["auto", "cuda", "cpu"] = "auto"
     #: extraction autocast: bf16 runs on CUDA and on CPUs; fp16 only on CUDA (in the feature key)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     #: S3 timeouts and attempts for this run (over ``$PARTAWARE_S3_*``); see ``StorageOptions``
     storage_options: StorageOptions = Field(default_factory=StorageOptions)
+
+    @field_validator("lab_budget")
+    @classmethod
+    def _known_lab_budget(cls, name: str) -> str:
+        from partaware.lab.presets import PRESETS
+
+        if name not in PRESETS:
+            raise ValueError(f"unknown lab budget {name!r}; valid: {', '.join(sorted(PRESETS))}")
+        return name
 
     @field_validator("custom_encoders")
     @classmethod

@@ -26,8 +26,8 @@ def weights_status(spec, root: StorageRoot) -> str:
 
     ``cached`` (in the storage root's weight cache), ``staged`` (under ``$PARTAWARE_WEIGHTS_DIR``), ``cached (hub)``
     (timm's file in the local Hugging Face cache), ``missing`` (fetched on first use), ``stage by hand`` (no plain
-    download), ``not trained`` (a lab encoder not pretrained yet), ``random`` (no weights), ``n/a`` (a URI: read
-    where it is), ``?`` (cannot tell).
+    download), ``not trained`` (a lab encoder not pretrained yet), ``shipped`` (a released lab encoder),
+    ``random`` (no weights), ``n/a`` (a URI: read where it is), ``?`` (cannot tell).
     """
     from partaware.encoders.weights import find_staged
 
@@ -38,6 +38,8 @@ def weights_status(spec, root: StorageRoot) -> str:
         return "n/a"
     if kind == "lab":
         return _lab_status(spec, root)
+    if kind == "lab-release":
+        return "shipped"  # in the package, checked against its sha256 when loaded
     try:
         uri = find_staged(spec, root)
     except SpecError:

@@ -76,11 +76,18 @@ def pretrain(
     datasets: str = typer.Option("synthetic", help="The prepared dataset to pretrain on (training split only)."),
     dataset: str = typer.Option(None, "--dataset", hidden=True, help="Deprecated spelling of --datasets."),
     dataset_version: str = typer.Option(None, help="Dataset version (default: the newest prepared)."),
-    steps: int = typer.Option(None, help="Optimiser steps per objective (default: the lab's measured budget)."),
-    batch_size: int = typer.Option(None, help="Images per step (default: the lab's budget)."),
+    budget: str = typer.Option(
+        "quickstart", help="Named budget: quickstart (2 CPU cores, minutes) | gpu (one H100; its own 10k-image set)."
+    ),
+    steps: int = typer.Option(None, help="Optimiser steps per objective (overrides the budget's)."),
+    batch_size: int = typer.Option(None, help="Images per step (overrides the budget's)."),
     seed: int = typer.Option(0, help="Seed: initialisation, data order, views and masks."),
     storage: str = typer.Option(None, help="Storage root (default $PARTAWARE_STORAGE or ./partaware-store)."),
     ray: bool = typer.Option(True, "--ray/--no-ray", help="Each objective as its own Ray task (default) or here."),
+    device: str = typer.Option("auto", help="With --no-ray: auto (cuda when there is one) | cuda | cpu."),
+    release: bool = typer.Option(
+        False, "--release", help="Then write the weights as the package's released lab zoo (lab-release/<objective>)."
+    ),
 ) -> None:
     """Pretrain the lab encoders: the same tiny ViT, data and budget under each objective (cached, resumable)."""
     from partaware.lab.ray_tasks import pretrain as run_pretrain
@@ -92,9 +99,15 @@ def pretrain(
     if len(chosen) != 1:
         raise SpecError(f"--datasets {datasets!r}: the lab pretrains on one dataset; name exactly one")
     dataset = chosen[0]
+    from partaware.lab.presets import get_preset
+
     names = resolve_objectives(objectives)
+    preset = get_preset(budget)
+    device = _resolve_device(device)
+    if release and (steps is not None or batch_size is not None):
+        raise SpecError("--release ships a named budget as it is: drop --steps/--batch-size")
     root = StorageRoot.open(storage, writable=True)
-    version = ensure_dataset(root, dataset, dataset_version)
+    version = None if preset.data is not None else ensure_dataset(root, dataset, dataset_version)
     started = time.perf_counter()
     from contextlib import nullcontext
 
@@ -107,8 +120,8 @@ def pretrain(
             live.update(progress_table(snapshot, started))
 
         results = run_pretrain(
-            root, names, dataset=dataset, dataset_version=version, steps=steps, batch_size=batch_size,
-            seed=seed, progress=show, use_ray=ray,
+            root, names, dataset=dataset, dataset_version=version, budget=preset.name, steps=steps,
+            batch_size=batch_size, seed=seed, progress=show, use_ray=ray, device=device,
         )  # fmt: skip
     table = Table(title=f"lab encoders (storage root: {root.uri})")
     cols = ("encoder", "family", "status", "loss first → last", "learning curve", "seconds", "images seen", "budget")
@@ -131,3 +144,35 @@ def pretrain(
         )
     print_table(table)
     console.print(f"total {time.perf_counter() - started:.1f} s", highlight=False)
+    if release:
+        _write_release(root, results, preset.name)
+
+
+def _resolve_device(device: str) -> str:
+    if device not in ("auto", "cuda", "cpu"):
+        raise SpecError(f"--device {device!r}: valid: auto, cuda, cpu")
+    if device == "cpu":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise SpecError("--device cuda: torch sees no CUDA device here (use --device auto or cpu)")
+    return "cpu"
+
+
+def _write_release(root: StorageRoot, results: dict[str, dict[str, Any]], preset: str) -> None:
+    """Ship the weights as the package's release and say whether each file reproduced the previous one."""
+    from partaware.lab.release import release_dir, write_release
+
+    record = write_release(root, results, preset=preset)
+    table = Table(title=f"released lab zoo ({release_dir()})")
+    for col in ("encoder", "preset", "file", "sha256", "bit-identical to the previous release"):
+        table.add_column(col)
+    for name, entry in record["objectives"].items():
+        if name not in results:
+            continue
+        same = {None: "no previous release", True: "yes", False: "no (other hardware or code)"}[entry["reproduced"]]
+        table.add_row(f"lab-release/{name}", entry["preset"], entry["file"], entry["file_sha256"][:16], same)
+    print_table(table)

@@ -30,13 +30,14 @@ class WeightsSource(BaseModel):
     ``kind``: ``url`` (an official release, downloaded into ``<root>/weights/<cache_key>/``), ``timm`` (a
     timm pretrained tag such as ``vit_base_patch14_dinov2.lvd142m``), ``uri`` (any fsspec URI: a pre-staged
     file or a checkpoint the platform wrote), ``lab`` (pretrained by the platform's lab under the storage
-    root; ``location`` names the objective), ``random`` (explicitly random weights; reports label them).
+    root; ``location`` names the objective), ``lab-release`` (the lab weights shipped in the package:
+    ``partaware.lab.release``), ``random`` (explicitly random weights; reports label them).
     ``converter`` names a registered checkpoint converter (the spec names it: no layout sniffing).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["url", "timm", "uri", "lab", "random"]
+    kind: Literal["url", "timm", "uri", "lab", "lab-release", "random"]
     location: str = ""
     #: expected sha256 of the file: all 64 hex digits, or a leading part (>= 8) as torch.hub file names carry
     sha256: str | None = None

@@ -1,4 +1,4 @@
-"""One augmentation base for every objective, vectorised over the batch (no per-image Python loop).
+"""One augmentation base for every objective, vectorised over the batch (no per-image Python loop), on its device.
 
 Images arrive as one ``uint8`` tensor ``B x 3 x S x S`` already downscaled in memory; a view is
 drawn for the whole batch with one ``grid_sample`` (random resized crop + horizontal flip as a
@@ -63,8 +63,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 def colour_jitter(x: torch.Tensor, recipe: ViewRecipe, gen: torch.Generator) -> torch.Tensor:
     """Brightness, contrast, saturation (each a factor in ``1 +- jitter``) on a ``jitter_p`` share."""
     n, s = x.shape[0], recipe.jitter
-    on = (torch.rand(n, generator=gen) < recipe.jitter_p).float().view(n, 1, 1, 1)
-    b, c, sat = (_uniform(n, 1 - s, 1 + s, gen).view(n, 1, 1, 1) for _ in range(3))
+    on = (torch.rand(n, generator=gen) < recipe.jitter_p).float().view(n, 1, 1, 1).to(x.device)
+    b, c, sat = (_uniform(n, 1 - s, 1 + s, gen).view(n, 1, 1, 1).to(x.device) for _ in range(3))
     y = (x * b).clamp(0, 1)
     mean = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
     y = ((y - mean) * c + mean).clamp(0, 1)
@@ -74,7 +74,7 @@ def colour_jitter(x: torch.Tensor, recipe: ViewRecipe, gen: torch.Generator) -> 
 
 
 def random_grayscale(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    on = (torch.rand(x.shape[0], generator=gen) < p).float().view(-1, 1, 1, 1)
+    on = (torch.rand(x.shape[0], generator=gen) < p).float().view(-1, 1, 1, 1).to(x.device)
     return on * _gray(x) + (1 - on) * x
 
 
@@ -89,12 +89,12 @@ def gaussian_blur(x: torch.Tensor, recipe: ViewRecipe, gen: torch.Generator) -> 
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
     k = k / k.sum(dim=1, keepdim=True)  # n x K
-    k = k.repeat_interleave(c, dim=0)  # (n*c) x K
+    k = k.repeat_interleave(c, dim=0).to(x.device)  # (n*c) x K
     y = x.reshape(1, n * c, h, w)
     y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="reflect"), k.view(n * c, 1, 1, -1), groups=n * c)
     y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k.view(n * c, 1, -1, 1), groups=n * c)
     y = y.view(n, c, h, w)
-    return torch.where(on.view(n, 1, 1, 1), y, x)
+    return torch.where(on.view(n, 1, 1, 1).to(x.device), y, x)
 
 
 def make_views(
@@ -105,19 +105,19 @@ def make_views(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
 ) -> torch.Tensor:
-    """One normalised float view ``B x 3 x size x size`` of a ``uint8`` batch."""
+    """One normalised float view ``B x 3 x size x size`` of a ``uint8`` batch, computed on the batch's
+    device (the random draws stay on the CPU generator, so a view is the same wherever it is computed)."""
     x = images.float() / 255.0
-    x = F.grid_sample(
-        x, crop_grid(x.shape[0], recipe, gen), mode="bilinear", padding_mode="reflection", align_corners=False
-    )
+    grid = crop_grid(x.shape[0], recipe, gen).to(x.device)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if recipe.jitter_p > 0:
         x = colour_jitter(x, recipe, gen)
     if recipe.gray_p > 0:
         x = random_grayscale(x, recipe.gray_p, gen)
     if recipe.blur_p > 0:
         x = gaussian_blur(x, recipe, gen)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
 
 

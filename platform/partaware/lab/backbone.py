@@ -41,7 +41,7 @@ from partaware.lab.arch import (  # noqa: F401  (re-exported: the lab's modules 
 )
 
 #: bump when the backbone, augmentations, data or any objective's code changes: it enters the budget key.
-LAB_VERSION = "2"
+LAB_VERSION = "3"
 
 
 class ConvStemPatchEmbed(PatchEmbed):

@@ -15,7 +15,8 @@ from typing import Any
 
 from partaware.errors import PartawareError
 from partaware.lab.objectives import OBJECTIVES, objective_names
-from partaware.lab.train import DEFAULT_BATCH, DEFAULT_STEPS, LATEST_FILE, Budget, lab_info
+from partaware.lab.presets import DEFAULT_PRESET, get_preset
+from partaware.lab.train import LATEST_FILE, Budget, lab_info
 from partaware.storage import StorageRoot
 
 #: progress(snapshot): snapshot maps objective -> {"step", "total", "loss", "losses", "state"}
@@ -42,10 +43,24 @@ def resolve_objectives(objectives: str | Iterable[str] | None) -> list[str]:
     return out
 
 
-def make_budget(*, steps: int | None, batch_size: int | None, seed: int, dataset: str, dataset_version: str) -> Budget:
+def make_budget(
+    *,
+    preset: str | None = None,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    seed: int,
+    dataset: str,
+    dataset_version: str,
+) -> Budget:
+    """The budget of ``preset`` (default ``quickstart``); explicit ``steps``/``batch_size`` override it
+    and then the budget no longer carries the preset's name."""
+    p = get_preset(preset or DEFAULT_PRESET)
+    custom = (steps is not None and steps != p.steps) or (batch_size is not None and batch_size != p.batch_size)
     return Budget(
-        steps=steps or DEFAULT_STEPS,
-        batch_size=batch_size or DEFAULT_BATCH,
+        preset="" if custom else p.name,
+        steps=steps or p.steps,
+        batch_size=batch_size or p.batch_size,
+        lr=p.lr,
         seed=seed,
         dataset=dataset,
         dataset_version=dataset_version,
@@ -58,6 +73,7 @@ def pretrain(
     *,
     dataset: str = "synthetic",
     dataset_version: str | None = None,
+    budget: str | None = None,
     steps: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -68,9 +84,11 @@ def pretrain(
 ) -> dict[str, dict[str, Any]]:
     """Make sure every objective has weights under one budget; returns objective -> weights info.
 
-    Cached objectives are not retrained (their info has ``cached: True``); ``lab/<objective>``
-    then resolves to this budget. With ``use_ray=False`` objectives train one after the other in
-    this process on ``device`` (debugging, one GPU, and machines without Ray).
+    ``budget`` names a preset (``partaware.lab.presets``; default ``quickstart``); a preset with data
+    of its own pretrains on that (prepared here when missing) instead of ``dataset``. Cached
+    objectives are not retrained (their info has ``cached: True``); ``lab/<objective>`` then
+    resolves to this budget. With ``use_ray=False`` objectives train one after the other in this
+    process on ``device`` (debugging, one GPU, and machines without Ray).
     With Ray, each objective's task asks for ``resources`` (``num_cpus``, ``num_gpus``, ``memory`` in bytes;
     default one CPU, and one GPU for ``device="cuda"``) whether or not such a node exists yet, and computes
     on ``device`` (``auto``: CUDA when its GPU has a device, see ``partaware.placement``); its info names its
@@ -80,11 +98,18 @@ def pretrain(
 
     root = root if isinstance(root, StorageRoot) else StorageRoot.open(root)
     names = resolve_objectives(objectives)
-    prepared = open_lab_dataset(root, dataset, dataset_version)
-    budget = make_budget(
-        steps=steps, batch_size=batch_size, seed=seed, dataset=prepared.name, dataset_version=prepared.version
-    )
-    key = budget.key()
+    preset = get_preset(budget or DEFAULT_PRESET)
+    if preset.data is not None:
+        from partaware.datasets import prepare_dataset
+
+        prepared, _ = prepare_dataset(root, preset.data[0], options=preset.data[1])
+    else:
+        prepared = open_lab_dataset(root, dataset, dataset_version)
+    lab_budget = make_budget(
+        preset=preset.name, steps=steps, batch_size=batch_size, seed=seed, dataset=prepared.name,
+        dataset_version=prepared.version,
+    )  # fmt: skip
+    key = lab_budget.key()
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         info = lab_info(root, name, key)
@@ -95,19 +120,19 @@ def pretrain(
     if progress:
         progress(
             {
-                n: {"step": budget.steps, "total": budget.steps, "loss": results[n]["loss_last"],
+                n: {"step": lab_budget.steps, "total": lab_budget.steps, "loss": results[n]["loss_last"],
                     "losses": results[n]["loss_curve"], "state": "cached"} if n in results
-                else {"step": 0, "total": budget.steps, "loss": None, "losses": [], "state": "queued"}
+                else {"step": 0, "total": lab_budget.steps, "loss": None, "losses": [], "state": "queued"}
                 for n in names
             }
         )  # fmt: skip
     if not todo:
         return {n: results[n] for n in names}
-    data = load_lab_data(prepared, size=budget.input_size, split=budget.split)
+    data = load_lab_data(prepared, size=lab_budget.input_size, split=lab_budget.split)
     trained = (
-        _train_with_ray(root, todo, budget, data, progress, device, resources)
+        _train_with_ray(root, todo, lab_budget, data, progress, device, resources)
         if use_ray
-        else _train_here(root, todo, budget, data, progress, device)
+        else _train_here(root, todo, lab_budget, data, progress, device)
     )
     results.update(trained)
     return {n: results[n] for n in names}

@@ -7,7 +7,8 @@ linear warm-up then cosine decay, gradient clipping). The budget is a typed reco
 
     <root>/weights/lab/<objective>/<budget-key>/
         checkpoint.pt   while training (objective + optimiser + step), replaced atomically; removed at the end
-        backbone.pt     {"model": timm state dict}: loads strictly into the lab ViT (num_classes=0)
+        backbone.pt     {"model": timm state dict, "head": projection head (MoCo v3, DINO, iBOT)}: the model
+                        loads strictly into the lab ViT (num_classes=0), the head into its family's builder
         info.json       budget, digests, loss curve, timing
         _SUCCESS        written last
     <root>/weights/lab/<objective>/latest.json   {"budget_key": ...}: what ``lab/<objective>`` resolves to
@@ -43,7 +44,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 INFO_FILE = "info.json"
 LATEST_FILE = "latest.json"
 
-#: Defaults measured on a 2-core laptop CPU (see docs/lab.md): all seven objectives in about 3.5 minutes.
+#: The ``quickstart`` preset's steps and batch (partaware.lab.presets), the lab's defaults.
 DEFAULT_STEPS = 100
 DEFAULT_BATCH = 48
 
@@ -56,6 +57,7 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    preset: str = ""  # the named budget this was made from (partaware.lab.presets), "" when hand-set
     steps: int = Field(DEFAULT_STEPS, ge=1)
     batch_size: int = Field(DEFAULT_BATCH, ge=2)
     lr: float = Field(1e-3, gt=0)
@@ -194,7 +196,8 @@ def fit(
         idx = batch_indices(len(data), budget.batch_size, budget.seed, step)
         for group in opt.param_groups:
             group["lr"] = learning_rate(budget, step)
-        loss, last_metrics = model.loss(data.images[idx], data.labels[idx].to(device), gen, step)
+        images = data.images[idx].to(device, non_blocking=True)  # views are computed where the model is
+        loss, last_metrics = model.loss(images, data.labels[idx].to(device), gen, step)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"lab {objective}: loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -230,7 +233,11 @@ def publish_weights(
     folder = weights_dir(objective, key)
     losses = fitted.losses
     backbone_state = {k: v.detach().cpu().clone() for k, v in fitted.model.export_backbone().state_dict().items()}
-    blob = _save_torch(root, {"model": backbone_state}, *folder, WEIGHTS_FILE)
+    head = fitted.model.export_head()
+    payload: dict[str, Any] = {"model": backbone_state}
+    if head is not None:
+        payload["head"] = {k: v.detach().cpu().clone() for k, v in head.items()}
+    blob = _save_torch(root, payload, *folder, WEIGHTS_FILE)
     row = ROWS_BY_NAME[objective]
     info = {
         "objective": objective,

@@ -13,7 +13,15 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from partaware.encoders.registry import ENCODERS, TIMM_ARCHS, WEIGHT_DIGESTS, WEIGHT_RESOLVERS, register_encoder
+from partaware.encoders.registry import (
+    CONVERTERS,
+    ENCODERS,
+    HEAD_BUILDERS,
+    TIMM_ARCHS,
+    WEIGHT_DIGESTS,
+    WEIGHT_RESOLVERS,
+    register_encoder,
+)
 from partaware.encoders.specs import EncoderSpec, WeightsSource
 from partaware.errors import StorageError
 from partaware.lab.arch import LAB_ARCH, LAB_ARCH_KWARGS, LAB_INPUT_SIZE, LAB_MEAN, LAB_STD
@@ -23,29 +31,60 @@ if TYPE_CHECKING:
     from partaware.storage import StorageRoot
 
 PREFIX = "lab/"
+RELEASE_PREFIX = "lab-release/"
+#: objectives whose family has a projection head, exported beside the backbone (the ``proj`` tap)
+WITH_HEAD = ("mocov3", "dino", "ibot")
 
 
-def lab_spec(objective: str, budget_key: str | None = None) -> EncoderSpec:
-    """The spec of ``lab/<objective>``; pinned to one budget when ``budget_key`` is given."""
+def lab_spec(objective: str, budget_key: str | None = None, *, released: bool = False) -> EncoderSpec:
+    """The spec of ``lab/<objective>`` (pinned to one budget when ``budget_key`` is given), or of
+    ``lab-release/<objective>``, the weights shipped in the package (``partaware.lab.release``)."""
     row = next((r for r in OBJECTIVE_ROWS if r.name == objective), None)
     if row is None:
         from partaware.errors import UnknownNameError
 
         raise UnknownNameError("lab objective", objective, [r.name for r in OBJECTIVE_ROWS])
     location = f"{objective}/{budget_key}" if budget_key else objective
+    what = (
+        f"released lab ViT (trained by `partctl pretrain --budget gpu --release`): {row.description}"
+        if released
+        else f"lab-pretrained tiny ViT: {row.description}"
+    )
     return EncoderSpec(
-        name=f"{PREFIX}{objective}",
+        name=f"{RELEASE_PREFIX if released else PREFIX}{objective}",
         family=row.family,
         zoo="lab",
         arch=LAB_ARCH,
         arch_kwargs=dict(LAB_ARCH_KWARGS),
-        weights=WeightsSource(kind="lab", location=location, converter="identity"),
+        weights=WeightsSource(kind="lab-release" if released else "lab", location=location, converter="lab"),
         input_size=LAB_INPUT_SIZE,
         mean=LAB_MEAN,
         std=LAB_STD,
         interpolation="bicubic",
-        has_projection=False,
-        description=f"lab-pretrained tiny ViT: {row.description}",
+        has_projection=objective in WITH_HEAD,
+        description=what,
+    )
+
+
+def convert_lab(checkpoint: dict[str, Any]) -> tuple[dict, dict | None]:
+    """``CONVERTERS["lab"]``: the lab's ``{"model": ..., "head": ...}`` container."""
+    return checkpoint["model"], checkpoint.get("head")
+
+
+def build_lab_head(spec: EncoderSpec, state: dict | None) -> Any:
+    """``HEAD_BUILDERS["lab"]``: the lab exports heads in their family's official layout, so the paper
+    encoders' builders rebuild them (DINO/iBOT: ``mlp.*`` + ``last_layer``; MoCo v3: an indexed MLP)."""
+    from partaware.encoders.heads import build_dino_head, build_mocov3_head
+
+    if state is None:
+        raise StorageError(
+            f"encoder {spec.name!r}: its weights carry no projection head (trained before lab version 3?): "
+            f"retrain with `partctl pretrain --objectives {spec.weights.location.split('/')[0]}`"
+        )
+    return (
+        build_dino_head(spec, state)
+        if any(k.startswith("last_layer.") for k in state)
+        else build_mocov3_head(spec, state)
     )
 
 
@@ -107,13 +146,37 @@ def lab_weights_info(objective: str, root: StorageRoot) -> dict[str, Any]:
     return root.read_json(*weights_dir(objective, key), INFO_FILE)
 
 
+def resolve_release_weights(spec: EncoderSpec, root: StorageRoot | None) -> dict[str, Any]:
+    """``WEIGHT_RESOLVERS["lab-release"]``: the shipped file, checked against its recorded sha256."""
+    from partaware.lab.release import load_release_file
+
+    return load_release_file(spec.weights.location)
+
+
+def release_weights_digest(spec: EncoderSpec, root: StorageRoot | None) -> str | None:
+    """``WEIGHT_DIGESTS["lab-release"]``: the digest the release record names (no file is read)."""
+    from partaware.lab.release import release_record
+
+    entry = (release_record() or {}).get("objectives", {}).get(spec.weights.location)
+    return entry["weights_digest"] if entry else None
+
+
 def _register() -> None:
+    from partaware.lab.release import released_objectives
+
     for row in OBJECTIVE_ROWS:
         name = f"{PREFIX}{row.name}"
         if name not in ENCODERS:
             register_encoder(lab_spec(row.name))
+    for objective in released_objectives():
+        if f"{RELEASE_PREFIX}{objective}" not in ENCODERS:
+            register_encoder(lab_spec(objective, released=True))
     WEIGHT_RESOLVERS.register("lab", "partaware.lab.zoo:resolve_lab_weights")
+    WEIGHT_RESOLVERS.register("lab-release", "partaware.lab.zoo:resolve_release_weights")
     WEIGHT_DIGESTS.register("lab", lab_weights_digest)
+    WEIGHT_DIGESTS.register("lab-release", release_weights_digest)
+    CONVERTERS.register("lab", "partaware.lab.zoo:convert_lab")
+    HEAD_BUILDERS.register("lab", "partaware.lab.zoo:build_lab_head")
     TIMM_ARCHS.register(LAB_ARCH, "partaware.lab.backbone:partaware_lab_vit")
 
 

@@ -1,4 +1,6 @@
-"""The lab's pretraining record for a report: budget, time and loss curve of each lab encoder.
+"""The lab's pretraining record for a report: budget, time and loss curve of each lab encoder, live
+(``lab/<objective>``, trained by the run or cached) and released (``lab-release/<objective>``, shipped in the
+package; its release record, curves thinned to 200 points).
 
 Read from what the run itself recorded, the ``pretrain`` stage's outputs (``stages/pretrain.json``:
 each objective's weights ``info.json``, also when the stage was cached), so the report shows the
@@ -17,9 +19,10 @@ def lab_pretraining(run_root: StorageRoot) -> list[dict[str, Any]]:
     if not run_root.exists("stages", "pretrain.json"):
         return []
     try:
-        infos = run_root.read_json("stages", "pretrain.json").get("outputs", {}).get("lab", {})
+        outputs = run_root.read_json("stages", "pretrain.json").get("outputs", {})
     except (ValueError, OSError):
         return []
+    infos = outputs.get("lab", {})
     rows = []
     for objective, info in sorted(infos.items()):
         if not isinstance(info, dict) or "budget" not in info:
@@ -44,6 +47,28 @@ def lab_pretraining(run_root: StorageRoot) -> list[dict[str, Any]]:
                 "curve_name": curve_name,
                 "curve": list(curve),
                 "cached": bool(info.get("cached", False)),
+                "released": None,
+            }
+        )
+    for objective, entry in sorted(outputs.get("released", {}).items()):
+        rows.append(
+            {
+                "encoder": f"lab-release/{objective}",
+                "family": entry.get("family", ""),
+                "budget_key": entry.get("budget_key", ""),
+                "budget": entry.get("budget", {}),
+                "images_seen": entry.get("images_seen"),
+                "views_per_image": entry.get("views_per_image"),
+                "train_images": entry.get("train_images"),
+                "seconds": entry.get("seconds"),
+                "device": entry.get("device", ""),
+                "loss_first": entry.get("loss_first"),
+                "loss_last": entry.get("loss_last"),
+                "loss_curve": list(entry.get("loss_curve", [])),
+                "curve_name": entry.get("learning_curve", "loss"),
+                "curve": list(entry.get("curve", [])),
+                "cached": True,
+                "released": entry.get("command", "released"),
             }
         )
     return rows

@@ -520,13 +520,18 @@ def _lab_blocks(d: ReportData) -> list[Block]:
         return []
     budget = shared_budget(d.lab)
     keys = sorted({r["budget_key"] for r in d.lab})
+    presets = {r["budget_key"]: r["budget"].get("preset") or "hand-set" for r in d.lab}
     out: list[Block] = [
         Heading(3, "Lab pretraining", "lab"),
         Para(
             f"{len(d.lab)} lab encoders, pretrained by the platform under "
-            f"{'one budget' if len(keys) == 1 else f'{len(keys)} budgets'} ({', '.join(keys)}): the same backbone, "
-            "images, steps x batch and optimiser for every objective. Images seen count images, as the papers "
-            "count epochs; views per image shows the compute each method spends on one."
+            f"{'one budget' if len(keys) == 1 else f'{len(keys)} budgets'} "
+            f"({', '.join(f'{k}: {presets[k]}' for k in keys)}): within a budget, the same backbone, "
+            "images, steps x batch and optimiser for every objective. `lab/<objective>` was trained live (in this "
+            "run or an earlier one, on this storage root); `lab-release/<objective>` is the released lab zoo "
+            "shipped in the package, trained once by the command shown, on its own pretraining images. "
+            "Images seen count images, as the papers count epochs; views per image shows the compute each "
+            "method spends on one."
         ),
     ]
     rows = [
@@ -541,7 +546,7 @@ def _lab_blocks(d: ReportData) -> list[Block]:
             if r["curve"] and r["curve_name"] != "loss"
             else "the loss",
             r["device"] or "–",
-            "cached" if r["cached"] else "trained in this run",
+            f"released: `{r['released']}`" if r.get("released") else "cached" if r["cached"] else "trained in this run",
         ]
         for r in d.lab
     ]
@@ -549,8 +554,12 @@ def _lab_blocks(d: ReportData) -> list[Block]:
     out.append(TableBlock([*header, "device", "weights"], rows))
     if "lab_pretraining.png" in d.figures:
         out.append(Image("lab_pretraining.png", d.figures["lab_pretraining.png"], "Lab pretraining curves."))
-    if budget:
+    if len(keys) == 1 and budget:
         out.append(Pre(yaml.safe_dump(budget, sort_keys=False, width=110), "lab budget"))
+    else:
+        for key in keys:
+            one = next(r["budget"] for r in d.lab if r["budget_key"] == key)
+            out.append(Pre(yaml.safe_dump(one, sort_keys=False, width=110), f"lab budget {key} ({presets[key]})"))
     return out
 
 

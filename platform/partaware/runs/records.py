@@ -48,6 +48,8 @@ class PrepareOutput(StageOutput):
 class PretrainOutput(StageOutput):
     stage: ClassVar[str] = "pretrain"
     lab: dict[str, dict[str, Any]] = Field(default_factory=dict)  # objective -> training record
+    #: objective -> the release record of the ``lab-release/<objective>`` encoders the job evaluates
+    released: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class FeatureSetRef(BaseModel):

@@ -52,13 +52,18 @@ class Objective(nn.Module):
     def export_backbone(self) -> nn.Module:
         return self.backbone
 
+    def export_head(self) -> dict[str, torch.Tensor] | None:
+        """The projection head exported beside the backbone (the ``proj`` tap), in the layout of the
+        method's official checkpoints (``partaware.encoders.heads`` builds it back); None: no head."""
+        return None
+
     @property
     def device(self) -> torch.device:
         return self.backbone.cls_token.device
 
     def view(self, images: torch.Tensor, recipe: ViewRecipe, gen: torch.Generator) -> torch.Tensor:
-        """A view drawn on the CPU (the generator lives there), moved to the model's device."""
-        return make_views(images, recipe, gen, mean=LAB_MEAN, std=LAB_STD).to(self.device)
+        """A view computed on the model's device (its random draws come from the CPU generator)."""
+        return make_views(images.to(self.device), recipe, gen, mean=LAB_MEAN, std=LAB_STD)
 
 
 def cosine_schedule(start: float, end: float, step: int, total: int) -> float:

@@ -110,11 +110,10 @@ class DINO(Objective):
         return self.head
 
     def crops(self, images: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
-        views = multi_crop(
-            images, self.global_recipe, self.local_recipe, gen,
+        return multi_crop(
+            images.to(self.device), self.global_recipe, self.local_recipe, gen,
             n_global=self.n_global, n_local=self.n_local, mean=LAB_MEAN, std=LAB_STD,
         )  # fmt: skip
-        return [v.to(self.device) for v in views]
 
     def loss(self, images, labels, gen, step) -> tuple[torch.Tensor, Metrics]:
         views = self.crops(images, gen)
@@ -149,3 +148,13 @@ class DINO(Objective):
 
     def export_backbone(self) -> nn.Module:
         return self.teacher_backbone
+
+    def export_head(self) -> dict[str, torch.Tensor]:
+        """The teacher head as DINO's checkpoints hold it: ``mlp.*`` and a weight-normalised
+        ``last_layer`` (g = 1, v = the prototypes: cosine to normalised prototypes, as trained)."""
+        head = self.teacher_head
+        state = {f"mlp.{k}": v for k, v in head.mlp.state_dict().items()}
+        protos = head.prototypes.detach()
+        state["last_layer.weight_g"] = torch.ones(protos.shape[0], 1, dtype=protos.dtype, device=protos.device)
+        state["last_layer.weight_v"] = protos.clone()
+        return state

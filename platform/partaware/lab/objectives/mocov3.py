@@ -57,3 +57,8 @@ class MoCoV3(Objective):
         m = self.momentum(step)
         ema_update(self.momentum_backbone, self.backbone, m)
         ema_update(self.momentum_projector, self.projector, m)
+
+    def export_head(self) -> dict[str, torch.Tensor]:
+        """The online projector (the exported backbone is the online one too), as MoCo v3's
+        ``base_encoder.head``: bias-free Linears with BatchNorm, ReLU between, BN without affine last."""
+        return dict(self.projector.state_dict())

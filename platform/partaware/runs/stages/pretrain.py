@@ -1,4 +1,5 @@
-"""``pretrain``: the job's lab encoders (``lab/<objective>``) trained on its first dataset, unless cached."""
+"""``pretrain``: the job's live lab encoders (``lab/<objective>``) trained under its ``lab_budget`` on its first
+dataset (or the preset's own data), unless cached. Released ones (``lab-release/<objective>``) train nothing."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ from partaware.runs.records import PrepareOutput, PretrainOutput, StageRecord, m
 
 def run(ctx: RunContext) -> StageRecord:
     start = time.perf_counter()
-    objectives = [name.split("/", 1)[1] for name in ctx.spec.resolved_encoders() if name.startswith("lab/")]
+    encoders = ctx.spec.resolved_encoders()
+    objectives = [name.split("/", 1)[1] for name in encoders if name.startswith("lab/")]
+    released = [name.split("/", 1)[1] for name in encoders if name.startswith("lab-release/")]
+    if released:
+        from partaware.lab.release import release_rows
+
+        released_info = release_rows(released)
+    else:
+        released_info = {}
     if not objectives:
-        return StageRecord.of(PretrainOutput(), "skipped", 0.0, "no lab encoders in this job")
+        detail = f"{len(released)} released lab encoders, nothing to train" if released else "no lab encoders"
+        return StageRecord.of(PretrainOutput(released=released_info), "skipped", 0.0, detail)
     from partaware.lab.ray_tasks import pretrain
 
     dataset = ctx.spec.datasets[0].name
@@ -28,7 +38,8 @@ def run(ctx: RunContext) -> StageRecord:
         res = ctx.spec.resources
         asked = {"num_cpus": res.cpus_per_worker, "num_gpus": res.gpus_per_worker,
                  **({"memory": int(res.memory_per_worker * 2**30)} if res.memory_per_worker else {})}  # fmt: skip
-        infos = pretrain(ctx.root, objectives, dataset=dataset, dataset_version=version, seed=ctx.spec.seed,
+        infos = pretrain(ctx.root, objectives, dataset=dataset, dataset_version=version, budget=ctx.spec.lab_budget,
+                         seed=ctx.spec.seed,
                          progress=on_progress, device=ctx.spec.device, resources=asked)  # fmt: skip
     trained = [o for o, info in infos.items() if not info.get("cached")]
     from partaware.placement import summarise
@@ -38,5 +49,9 @@ def run(ctx: RunContext) -> StageRecord:
     detail = f"trained {', '.join(trained)}" if trained else f"all {len(infos)} cached"
     status = "ran" if trained else "cached"
     return StageRecord.of(
-        PretrainOutput(lab=infos), status, time.perf_counter() - start, detail, placement=merge_placements(placement)
+        PretrainOutput(lab=infos, released=released_info),
+        status,
+        time.perf_counter() - start,
+        detail,
+        placement=merge_placements(placement),
     )
