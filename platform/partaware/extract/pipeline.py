@@ -337,7 +337,7 @@ class ExtractionResult:
     timings: dict[str, float] = field(default_factory=dict)
     workers: dict[str, dict[str, float]] = field(default_factory=dict)
     duplicates_dropped: int = 0
-    device: str = "cpu"  # the devices the actors computed on ("cuda", "cpu", "cpu,cuda"); "" for a cache hit
+    device: str = ""  # the devices the actors computed on ("cuda", "cpu", "cpu,cuda"); "" when nothing was encoded
     placement: list[dict[str, Any]] = field(default_factory=list)  # regions by node type and device
     waited_s: float = 0.0  # for another writer of the same key (it held the writer lock)
     repaired: list[str] = field(default_factory=list)  # what a half-published folder had that was removed
