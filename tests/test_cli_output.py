@@ -106,7 +106,11 @@ def test_validate_prints_its_plan_on_stdout_and_as_json(partctl):
         "search": "4 x lr,weight_decay",
         "variant": "-",
     }
-    assert plan["work"] == {"feature_sets": 8, "probes": 32, "tuned_probes": 16, "trials": 64, "final_fits": 48}
+    from partaware.lab.release import released_objectives
+
+    n = 7 + len(released_objectives()) + 1  # live lab encoders, released ones, one random-init control
+    work = {"feature_sets": n, "probes": 4 * n, "tuned_probes": 2 * n, "trials": 8 * n, "final_fits": 6 * n}
+    assert plan["work"] == work
 
 
 @pytest.mark.parametrize(
@@ -191,7 +195,11 @@ def test_submit_dry_run_applies_every_override_and_starts_nothing(partctl, tmp_p
     assert not store.exists()  # no run folder, no storage root; the fixture fails the test if Ray started
     plan = _json(partctl("submit", "quickstart", "--dry-run", "--json", "--zoo", "lab", "--encoders", "family:mim",
                          "--seeds", "7", "--storage", str(store), cwd=REPO))  # fmt: skip
-    assert plan["encoders"] == ["lab/beit", "lab/cae", "lab/mae"] and plan["seeds"] == [7]
+    from partaware.lab.release import released_objectives
+
+    mim = {"beit", "cae", "mae"}
+    released = [f"lab-release/{o}" for o in released_objectives() if o in mim]
+    assert sorted(plan["encoders"]) == sorted(["lab/beit", "lab/cae", "lab/mae", *released]) and plan["seeds"] == [7]
     assert plan["storage"] == str(store) and plan["resume"] is None and plan["runs_on"] == "local"
     bad = partctl("submit", str(spec), "--dry-run", "--seeds", "one")
     assert bad.returncode == 2 and "--seeds 'one'" in bad.stderr
@@ -217,8 +225,10 @@ def test_the_resolved_spec_names_its_encoders_and_resumes_the_same_way():
 
     job = spec_with_overrides(str(REPO / "jobs" / "quickstart.yaml"), encoders="all", seeds="0")
     dumped = load_yaml_text(dump_spec(job), source="spec.yaml")
-    assert dumped["encoders"] == ["lab/beit", "lab/cae", "lab/dino", "lab/ibot", "lab/mae", "lab/mocov3",
-                                  "lab/supervised"]  # fmt: skip
+    from partaware.lab.release import released_objectives
+
+    live = ["lab/beit", "lab/cae", "lab/dino", "lab/ibot", "lab/mae", "lab/mocov3", "lab/supervised"]
+    assert sorted(dumped["encoders"]) == sorted(live + [f"lab-release/{o}" for o in released_objectives()])
     again = spec_with_overrides(
         str(REPO / "jobs" / "quickstart.yaml"), encoders=",".join(dumped["encoders"]), seeds="0"
     )

@@ -43,22 +43,39 @@ BAD = [
         r"search\.linear\.lr: loguniform needs low > 0",
     ),
     ({"search": {"linear": {"lr": {"type": "choice"}}}}, r"search\.linear\.lr: choice needs a non-empty 'values' list"),
-    ({"tasks": ["segmentation"], "segmentation_iterations": 5},
-     r"segmentation_iterations: only the paper's schedule \(variants: \{segmentation: paper\}\) counts iterations"),
-    ({"tasks": ["segmentation"], "variants": {"segmentation": "paper"},
-      "search": {"segmentation": {"lr": {"type": "choice", "values": [0.1]}}}},
-     r"search\.segmentation: the paper's segmentation schedule \(variants\.segmentation: paper\) searches nothing"),
+    (
+        {"tasks": ["segmentation"], "segmentation_iterations": 5},
+        r"segmentation_iterations: only the paper's schedule \(variants: \{segmentation: paper\}\) counts iterations",
+    ),
+    (
+        {
+            "tasks": ["segmentation"],
+            "variants": {"segmentation": "paper"},
+            "search": {"segmentation": {"lr": {"type": "choice", "values": [0.1]}}},
+        },
+        r"search\.segmentation: the paper's segmentation schedule \(variants\.segmentation: paper\) searches nothing",
+    ),
     ({"search": {"probe": {}}}, r"search\.probe: not a task of this job \(tasks: retrieval, linear, knn\)"),
-    ({"search": {"linear": {"depth": {"type": "choice", "values": [1]}}}},
-     r"search\.linear: unknown parameter\(s\) \['depth'\]; valid: lr, weight_decay"),
-    ({"tasks": ["attentive"], "variants": {"attentive": "cls"}},
-     r"variants\.attentive: unknown variant 'cls'; valid: tokens, cls\+last-block"),
-    ({"datasets": [{"name": "cub", "source": "x"}], "tasks": ["segmentation"]},
-     r"task segmentation cannot run on dataset cub at level object: it needs label maps \(tasks for cub: attentive"),
-    ({"datasets": [{"name": "ade20k", "source": "x"}], "tasks": ["segmentation"]},
-     r"dataset ade20k has no part level \(it has: object\)"),
-    ({"datasets": [{"name": "ade20k", "source": "x", "levels": ["object"]}], "tasks": ["retrieval"]},
-     r"task retrieval cannot run on dataset ade20k at level object: it needs regions \(tasks for ade20k: segm"),
+    (
+        {"search": {"linear": {"depth": {"type": "choice", "values": [1]}}}},
+        r"search\.linear: unknown parameter\(s\) \['depth'\]; valid: lr, weight_decay",
+    ),
+    (
+        {"tasks": ["attentive"], "variants": {"attentive": "cls"}},
+        r"variants\.attentive: unknown variant 'cls'; valid: tokens, cls\+last-block",
+    ),
+    (
+        {"datasets": [{"name": "cub", "source": "x"}], "tasks": ["segmentation"]},
+        r"task segmentation cannot run on dataset cub at level object: it needs label maps \(tasks for cub: attentive",
+    ),
+    (
+        {"datasets": [{"name": "ade20k", "source": "x"}], "tasks": ["segmentation"]},
+        r"dataset ade20k has no part level \(it has: object\)",
+    ),
+    (
+        {"datasets": [{"name": "ade20k", "source": "x", "levels": ["object"]}], "tasks": ["retrieval"]},
+        r"task retrieval cannot run on dataset ade20k at level object: it needs regions \(tasks for ade20k: segm",
+    ),
     (
         {"search_settings": {"num_samples": 0}},
         r"search_settings\.num_samples: Input should be greater than or equal to 1",
@@ -98,3 +115,16 @@ def test_overrides_win_and_are_validated(tmp_path):
     assert load_spec(path, {"levels": ["part"]}).levels == ["part"]
     with pytest.raises(SpecError, match="levels.0"):
         load_spec(path, {"levels": ["parts"]})
+
+
+def test_gallery_encoders_are_among_the_jobs_and_follow_an_encoders_override():
+    from partaware.cli.jobs import spec_with_overrides
+
+    base = {"version": 1, "name": "g", "datasets": [{"name": "synthetic"}], "zoo": "lab"}
+    job = parse_spec({**base, "gallery_encoders": ["lab/mae", "lab/supervised"]})
+    assert job.encoders_in_gallery() == ["lab/mae", "lab/supervised"]
+    with pytest.raises(SpecError, match=r"gallery_encoders: lab/dino not among the job's encoders \(lab/mae\)"):
+        parse_spec({**base, "encoders": ["lab/mae"], "gallery_encoders": ["lab/dino"]})
+    narrowed = spec_with_overrides("quickstart", encoders="lab/mae,lab-release/mae")
+    assert narrowed.encoders_in_gallery() == ["lab-release/mae"]  # the spec's other gallery encoders left the job
+    assert spec_with_overrides("quickstart", encoders="lab/mae").gallery_encoders is None  # none left: every encoder

@@ -180,6 +180,9 @@ class JobSpec(_Strict):
     segmentation_iterations: int | None = Field(None, ge=1, le=10_000_000)
     search_settings: SearchSettings = Field(default_factory=SearchSettings)
     resources: Resources = Field(default_factory=Resources)
+    #: the encoders the patch-retrieval gallery shows (unset: every encoder of the job); a readable figure
+    #: and a shorter gallery stage for jobs with many encoders
+    gallery_encoders: list[str] | None = Field(None, min_length=1)
     #: the named budget the job's live lab encoders pretrain under (``partaware.lab.presets``)
     lab_budget: str = "quickstart"
     #: where compute runs: ``auto`` (CUDA where the stage's resources include a GPU), ``cuda``, ``cpu``
@@ -267,10 +270,24 @@ class JobSpec(_Strict):
         from partaware.encoders.registry import select_encoders
 
         try:
-            select_encoders(self.encoders, zoo=self.zoo)
+            chosen = select_encoders(self.encoders, zoo=self.zoo)
+            shown = select_encoders(self.gallery_encoders or [], zoo=self.zoo)
         except UnknownNameError as e:
             raise PydanticCustomError("unknown_encoder", "encoders: {msg}", {"msg": str(e)}) from None
+        stray = [n for n in shown if n not in chosen]
+        if stray:
+            raise ValueError(f"gallery_encoders: {', '.join(stray)} not among the job's encoders ({', '.join(chosen)})")
         return self
+
+    def encoders_in_gallery(self) -> list[str]:
+        """The encoders the gallery shows, in the job's order."""
+        from partaware.encoders.registry import select_encoders
+
+        chosen = self.resolved_encoders()
+        if not self.gallery_encoders:
+            return chosen
+        shown = set(select_encoders(self.gallery_encoders, zoo=self.zoo))
+        return [n for n in chosen if n in shown]
 
     @model_validator(mode="after")
     def _placeable(self) -> JobSpec:

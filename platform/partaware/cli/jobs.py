@@ -107,11 +107,29 @@ def spec_with_overrides(
     _require_sources(refs, source)
     data["datasets"] = refs
     data["encoders"], data["custom_encoders"] = _timm_selectors(data)
+    if (encoders is not None or zoo is not None) and data.get("gallery_encoders"):
+        _narrow_gallery(data)
     job = parse_spec(data, source=source)
     resolved = job.resolved_encoders()
     if resolved and resolved != job.encoders:
         job = parse_spec({**data, "encoders": resolved}, source=source)
     return job
+
+
+def _narrow_gallery(data: dict) -> None:
+    """``--encoders``/``--zoo`` keep only the spec's ``gallery_encoders`` still in the job (every encoder when
+    none is), so a spec's gallery choice never blocks another selection on the command line."""
+    from partaware.encoders.registry import select_encoders
+
+    try:
+        chosen = set(select_encoders(data["encoders"], zoo=data.get("zoo", "paper")))
+        kept = [g for g in select_encoders(data["gallery_encoders"], zoo=data.get("zoo", "paper")) if g in chosen]
+    except Exception:  # noqa: BLE001 (an unknown or custom name: the spec's validation reports the encoders)
+        kept = []
+    if kept:
+        data["gallery_encoders"] = kept
+    else:
+        data.pop("gallery_encoders")
 
 
 def _apply_device(data: dict, device: str | None, precision: str | None) -> None:

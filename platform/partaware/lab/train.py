@@ -46,7 +46,7 @@ LATEST_FILE = "latest.json"
 
 #: The ``quickstart`` preset's steps and batch (partaware.lab.presets), the lab's defaults.
 DEFAULT_STEPS = 100
-DEFAULT_BATCH = 48
+DEFAULT_BATCH = 32
 
 #: (objective, step, total steps, loss) -> None
 StepCallback = Callable[[str, int, int, float], None]

@@ -21,7 +21,7 @@ def run(ctx: RunContext) -> StageRecord:
         return StageRecord.of(GalleryOutput(), "skipped", 0.0, "no dataset with part regions at part level")
     from partaware.report.gallery_job import GalleryRecipe, make_gallery
 
-    encoders = ctx.spec.resolved_encoders()
+    encoders = ctx.spec.encoders_in_gallery()
     version = ctx.input(PrepareOutput).version(dataset)  # the run's own version (a ``limit`` subset's too)
     recipe = GalleryRecipe(dataset=dataset, encoders=encoders, features=["encoded", "projected"], source="parts",
                            seed=ctx.spec.seed, version=version)  # fmt: skip
