@@ -11,7 +11,6 @@ refused before anything runs. Describing (``describe``) reads storage metadata o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from partaware.encoders.specs import EncoderSpec
+from partaware.encoders.weights import sha256_of
 from partaware.errors import CheckpointError, SpecError
 from partaware.storage import StorageRoot, filesystem_for
 
@@ -131,7 +131,7 @@ def stage(spec: EncoderSpec, path: str | Path, root: StorageRoot, *, sha256: str
     path = Path(path).expanduser()
     if not path.is_file():
         raise SpecError(f"{path}: no such file; give the downloaded checkpoint's path")
-    digest = _sha256_of(path)
+    digest = sha256_of(path)
     for expected in (sha256, spec.weights.sha256):
         check_sha256(digest, expected, what=str(path))
     if spec.weights.kind == "url":  # checked where it is, so a wrong file never replaces a cached one
@@ -175,7 +175,7 @@ def _copy_in(spec: EncoderSpec, root: StorageRoot, src: Path, *, digest: str | N
     from partaware.encoders.weights import cache_relpath
 
     rel = cache_relpath(spec)
-    digest = digest or _sha256_of(src)
+    digest = digest or sha256_of(src)
     with src.open("rb") as f, root.open_atomic(*rel) as out:
         shutil.copyfileobj(f, out, _CHUNK)
     root.write_bytes(digest.encode(), *rel[:-1], rel[-1] + ".sha256")
@@ -190,11 +190,3 @@ def _no_file(spec: EncoderSpec) -> str:
     if kind == "random":
         return "random weights: no file"
     return f"weights are read where they are ({spec.weights.location})"
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()

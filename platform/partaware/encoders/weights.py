@@ -225,7 +225,7 @@ def download_to_cache(
         if root.exists(*rel):  # another process finished it while this one waited
             return root.uri_of(*rel)
         _fetch_with_retries(spec, root, part, progress=progress, attempts=attempts)
-        digest = _sha256_of(part)
+        digest = sha256_of(part)
         try:
             check_sha256(digest, spec.weights.sha256, what=url)
         except WeightsChecksumError:
@@ -337,7 +337,8 @@ def _download_lock(part: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _sha256_of(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """sha256 of a local file, read in chunks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):

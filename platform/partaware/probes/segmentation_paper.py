@@ -41,12 +41,12 @@ from partaware.datasets.convert import bounded_map, is_label_map_row, read_label
 from partaware.encoders.specs import EncoderSpec
 from partaware.errors import DatasetError
 from partaware.probes.errors import ProbeInputError
+from partaware.probes.fit import counts_scores
 from partaware.probes.label_maps import READ_WORKERS, LabelConvention
 from partaware.probes.metrics import IGNORE_INDEX
 from partaware.probes.segmentation import LinearSegmentationHead, concat_block_maps, upsampled_logits
 from partaware.probes.segmentation_augment import eval_image, train_sample
 from partaware.probes.tasks.segmentation import segmentation_blocks
-from partaware.probes.uncertainty import miou
 from partaware.storage import StorageRoot, safe_relpath
 
 #: Bump when anything below changes what a paper-mode run computes (it enters the probe cache key).
@@ -327,19 +327,6 @@ def image_counts(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> t
     return tuple(torch.bincount(v, minlength=num_classes).numpy() for v in (t[t == p], t, p))
 
 
-def scores_from_counts(counts: dict[str, np.ndarray]) -> dict[str, float]:
-    """mIoU / mAcc / aAcc (fractions) from per-image counts summed over images (``metrics.segmentation_scores``'
-    definitions: classes never in truth nor prediction are left out; aAcc over labelled pixels)."""
-    inter, gt, pred = (np.asarray(counts[k], dtype=np.float64).sum(0) for k in ("inter", "gt", "pred"))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(gt > 0, inter / gt, np.nan)
-    return {
-        "miou": float(miou(inter, gt, pred)),
-        "macc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
-        "aacc": float(inter.sum() / gt.sum()) if gt.sum() > 0 else float("nan"),
-    }
-
-
 @torch.no_grad()
 def evaluate(forward, reader: PairReader, rows: Sequence[MapImage], geometry: Geometry, mean, std,
              num_classes: int) -> dict[str, np.ndarray]:  # fmt: skip
@@ -457,7 +444,7 @@ def train_paper_segmentation(
     counts = evaluate(forward, reader, job.test, geometry, mean, std, num_classes)
     trained = job.iterations - start
     return {
-        "metrics": scores_from_counts(counts), "counts": counts, "geometry": geometry.record(), "patch": patch,
+        "metrics": counts_scores(counts), "counts": counts, "geometry": geometry.record(), "patch": patch,
         "blocks": list(blocks), "channels": int(channels), "device": str(device), "amp": backbone.amp,
         "weights_digest": encoder.weights_digest, "weight_decay_on": decay_rule, "iterations": job.iterations,
         "resumed_from": start, "final_loss": None if loss is None else float(loss.detach()), "train_seconds": train_s,
