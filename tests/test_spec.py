@@ -128,3 +128,15 @@ def test_gallery_encoders_are_among_the_jobs_and_follow_an_encoders_override():
     narrowed = spec_with_overrides("quickstart", encoders="lab/mae,lab-release/mae")
     assert narrowed.encoders_in_gallery() == ["lab-release/mae"]  # the spec's other gallery encoders left the job
     assert spec_with_overrides("quickstart", encoders="lab/mae").gallery_encoders is None  # none left: every encoder
+
+
+def test_heads_per_trial_is_for_linear_probes_searching_per_head_keys():
+    from partaware.probes.linear import PER_HEAD_KEYS
+    from partaware.spec import PER_HEAD_KEYS as SPEC_KEYS
+
+    assert SPEC_KEYS == PER_HEAD_KEYS
+    base = {"version": 1, "name": "h", "datasets": [{"name": "synthetic"}], "zoo": "lab"}
+    ok = parse_spec({**base, "tasks": ["linear"], "search_settings": {"heads_per_trial": 4}})
+    assert ok.search_settings.heads_per_trial == 4
+    with pytest.raises(SpecError, match="heads_per_trial: only the linear probe"):
+        parse_spec({**base, "tasks": ["retrieval"], "search_settings": {"heads_per_trial": 4}})

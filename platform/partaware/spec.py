@@ -36,6 +36,10 @@ MAX_LIMIT = 10_000_000  # images per split a ``limit`` may name (more is every i
 Level = Literal["object", "part"]
 
 
+#: what heads of one linear trial may differ in: ``partaware.probes.linear.PER_HEAD_KEYS`` (kept here torch-free)
+PER_HEAD_KEYS = ("lr", "weight_decay")
+
+
 def task_names() -> list[str]:
     """The registered probe tasks (``partaware.probes.tasks``): the spec accepts exactly these."""
     from partaware.probes.tasks import task_names as names
@@ -75,6 +79,9 @@ class SearchSettings(_Strict):
     grace_period: int = Field(2, ge=1)
     reduction_factor: int = Field(2, ge=2)
     val_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    #: linear probes only: this many sampled configurations trained as heads of one trial, in one pass over
+    #: the data (``partaware.tune``; the per-trial overhead paid once); ASHA then stops whole trials
+    heads_per_trial: int = Field(1, ge=1, le=64)
 
 
 class DatasetRef(_Strict):
@@ -250,6 +257,15 @@ class JobSpec(_Strict):
         if paper_segmentation and "segmentation" in self.search:
             raise ValueError("search.segmentation: the paper's segmentation schedule (variants.segmentation: paper) "
                              "searches nothing; remove it or use the fast variant")  # fmt: skip
+        if self.search_settings.heads_per_trial > 1:
+            if "linear" not in self.all_tasks():
+                raise ValueError("search_settings.heads_per_trial: only the linear probe trains several heads per "
+                                 "trial, and this job has no linear task")  # fmt: skip
+            searched = set(self.search.get("linear") or get_task("linear").search_defaults)
+            if not searched <= set(PER_HEAD_KEYS):
+                raise ValueError(f"search_settings.heads_per_trial: heads of one trial may differ only in "
+                                 f"{', '.join(PER_HEAD_KEYS)}; search.linear also searches "
+                                 f"{', '.join(sorted(searched - set(PER_HEAD_KEYS)))}")  # fmt: skip
         if self.segmentation_iterations is not None and not paper_segmentation:
             raise ValueError("segmentation_iterations: only the paper's schedule (variants: {segmentation: paper}) "
                              "counts iterations; the fast one trains epochs (search_settings.max_epochs)")  # fmt: skip

@@ -50,8 +50,8 @@ PRESETS: dict[str, BudgetPreset] = {
     for p in (
         BudgetPreset(
             name="quickstart",
-            description="live CPU pretraining inside the quickstart (all seven objectives in about 2 minutes)",
-            steps=100,
+            description="live CPU pretraining inside the quickstart (all seven objectives in about a minute)",
+            steps=60,
             batch_size=32,
             lr=1e-3,
             sized_for="2 CPU cores, one torch thread per objective",

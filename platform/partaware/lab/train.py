@@ -45,7 +45,7 @@ INFO_FILE = "info.json"
 LATEST_FILE = "latest.json"
 
 #: The ``quickstart`` preset's steps and batch (partaware.lab.presets), the lab's defaults.
-DEFAULT_STEPS = 100
+DEFAULT_STEPS = 60
 DEFAULT_BATCH = 32
 
 #: (objective, step, total steps, loss) -> None

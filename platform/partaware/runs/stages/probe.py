@@ -229,6 +229,7 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
         settings=spec.search_settings, seed=spec.seed, seeds=spec.seeds, storage_path=ctx.run_root.uri_of("tune"),
         name=name, resources=spec.resources, fixed={"feature": plan.feature} if plan.task == "retrieval" else None,
         num_classes=classes, device=spec.device,
+        heads_per_trial=spec.search_settings.heads_per_trial if plan.task == "linear" else 1,
     )  # fmt: skip
     outcome.protocol.update(
         task_version=task.protocol_version, input=plan.feature, split_rule=task.split_rule,
