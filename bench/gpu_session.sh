@@ -4,8 +4,14 @@
 #      then `partctl pretrain --budget gpu --release` (finds them cached, writes partaware/lab/release/);
 #   2. a preview of their margins over the random-initialisation control (bench/bench_lab_margins.py);
 #   3. extraction on CUDA in bf16 (bench/bench_extract.py), end to end and against the model alone.
-# Everything it measures lands in $OUT (logs, release.tgz, margins.json). Python packages the machine lacks
-# travel as wheels in .whl/ (pydantic, a Ray wheel without its Java jar).
+# Everything it measures lands in $OUT (logs, release.tgz, margins.json). Python packages the device image lacks
+# travel as cp312 wheels in .whl/ (git-ignored; carry it): pydantic, pydantic-core, annotated-types,
+# typing-inspection, and pyarrow>=26 (the image's older pyarrow cannot read a manifest's null boxes), e.g.
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 ...
+# Ray does not fit beside pyarrow in one call's 64 MiB, so step 3 (the Ray Data pipeline) needs a call of its own.
+# Measured on an H100 (docs/lab.md): supervised and MAE finish 3,000 x 256 in about 3 minutes side by side with
+# the others; the multi-view objectives need more than the 360 s given here (TRAIN_LIMIT).
 #
 #   bash bench/gpu_session.sh            # the real thing
 #   SMOKE=1 bash bench/gpu_session.sh    # a two-step dry run of the same flow on this machine's CPU
