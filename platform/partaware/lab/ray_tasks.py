@@ -140,7 +140,9 @@ def pretrain(
 
 def _train_here(root, names, budget, data, progress, device: str = "cpu") -> dict[str, dict[str, Any]]:
     from partaware.lab.train import train_objective
+    from partaware.placement import compute_device
 
+    device, _ = compute_device(device, 1.0)  # no Ray here: auto = this machine's GPU when it has one
     snapshot = {n: {"step": 0, "total": budget.steps, "loss": None, "losses": [], "state": "queued"} for n in names}
 
     def on_step(objective: str, step: int, total: int, loss: float) -> None:

@@ -22,56 +22,37 @@ def lab_pretraining(run_root: StorageRoot) -> list[dict[str, Any]]:
         outputs = run_root.read_json("stages", "pretrain.json").get("outputs", {})
     except (ValueError, OSError):
         return []
-    infos = outputs.get("lab", {})
     rows = []
-    for objective, info in sorted(infos.items()):
+    for objective, info in sorted(outputs.get("lab", {}).items()):
         if not isinstance(info, dict) or "budget" not in info:
             continue  # an objective that failed or stopped early has no published weights
         curve_name = info.get("learning_curve", "loss")
         curves = {"loss": info.get("loss_curve", []), **info.get("metric_curves", {})}
-        curve = curves.get(curve_name, [])
-        rows.append(
-            {
-                "encoder": f"lab/{objective}",
-                "family": info.get("family", ""),
-                "budget_key": info.get("budget_key", ""),
-                "budget": info["budget"],
-                "images_seen": info.get("images_seen"),
-                "views_per_image": info.get("views_per_image"),
-                "train_images": info.get("train_images"),
-                "seconds": info.get("seconds"),
-                "device": info.get("device", ""),
-                "loss_first": info.get("loss_first"),
-                "loss_last": info.get("loss_last"),
-                "loss_curve": list(info.get("loss_curve", [])),
-                "curve_name": curve_name,
-                "curve": list(curve),
-                "cached": bool(info.get("cached", False)),
-                "released": None,
-            }
-        )
+        rows.append(_row(f"lab/{objective}", info, curve_name, curves.get(curve_name, []),
+                         cached=bool(info.get("cached", False)), released=None))  # fmt: skip
     for objective, entry in sorted(outputs.get("released", {}).items()):
-        rows.append(
-            {
-                "encoder": f"lab-release/{objective}",
-                "family": entry.get("family", ""),
-                "budget_key": entry.get("budget_key", ""),
-                "budget": entry.get("budget", {}),
-                "images_seen": entry.get("images_seen"),
-                "views_per_image": entry.get("views_per_image"),
-                "train_images": entry.get("train_images"),
-                "seconds": entry.get("seconds"),
-                "device": entry.get("device", ""),
-                "loss_first": entry.get("loss_first"),
-                "loss_last": entry.get("loss_last"),
-                "loss_curve": list(entry.get("loss_curve", [])),
-                "curve_name": entry.get("learning_curve", "loss"),
-                "curve": list(entry.get("curve", [])),
-                "cached": True,
-                "released": entry.get("command", "released"),
-            }
-        )
+        rows.append(_row(f"lab-release/{objective}", entry, entry.get("learning_curve", "loss"), entry.get("curve", []),
+                         cached=True, released=entry.get("command", "released")))  # fmt: skip
     return rows
+
+
+def _row(encoder: str, info: dict[str, Any], curve_name: str, curve: list[float], *, cached: bool,
+         released: str | None) -> dict[str, Any]:  # fmt: skip
+    """One lab row from a weights ``info.json`` (live) or a release entry (released): the same fields."""
+    keys = ("images_seen", "views_per_image", "train_images", "seconds", "loss_first", "loss_last")
+    return {
+        "encoder": encoder,
+        "family": info.get("family", ""),
+        "budget_key": info.get("budget_key", ""),
+        "budget": info.get("budget", {}),
+        **{k: info.get(k) for k in keys},
+        "device": info.get("device", ""),
+        "loss_curve": list(info.get("loss_curve", [])),
+        "curve_name": curve_name,
+        "curve": list(curve),
+        "cached": cached,
+        "released": released,
+    }
 
 
 def shared_budget(rows: list[dict[str, Any]]) -> dict[str, Any]:

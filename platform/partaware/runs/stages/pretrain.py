@@ -15,12 +15,9 @@ def run(ctx: RunContext) -> StageRecord:
     encoders = ctx.spec.resolved_encoders()
     objectives = [name.split("/", 1)[1] for name in encoders if name.startswith("lab/")]
     released = [name.split("/", 1)[1] for name in encoders if name.startswith("lab-release/")]
-    if released:
-        from partaware.lab.release import release_rows
+    from partaware.lab.release import release_rows
 
-        released_info = release_rows(released)
-    else:
-        released_info = {}
+    released_info = release_rows(released)
     if not objectives:
         detail = f"{len(released)} released lab encoders, nothing to train" if released else "no lab encoders"
         return StageRecord.of(PretrainOutput(released=released_info), "skipped", 0.0, detail)
