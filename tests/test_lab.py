@@ -6,6 +6,7 @@ Kept small: a 64-image dataset at 64 px and a handful of steps per objective.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ from partaware.lab.data import load_lab_data
 from partaware.lab.objectives import objective_names
 from partaware.lab.objectives.base import block_masking, random_masking
 from partaware.lab.objectives.dino import Centre
-from partaware.lab.train import Budget, bind_budget, fit, publish_weights, train_objective
+from partaware.lab.train import Budget, bind_budget, fit, publish_weights, train_objective, weights_key
 from partaware.lab.zoo import lab_spec
 from partaware.storage import StorageRoot
 
@@ -124,6 +125,41 @@ def test_views_are_a_function_of_the_generator(lab_data):
     assert a.shape == (6, 3, 32, 32)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
+
+
+def test_hue_rotation_keeps_luma_and_greys_and_turns_colours():
+    gen = torch.Generator().manual_seed(0)
+    x = 0.25 + 0.5 * torch.rand(5, 3, 4, 4, generator=gen)  # mid-range colours: a quarter turn stays in gamut
+    luma = augment._YIQ[0].view(1, 3, 1, 1)
+    turned = augment.rotate_hue(x, torch.full((5,), 0.1))
+    torch.testing.assert_close((turned * luma).sum(1), (x * luma).sum(1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(augment.rotate_hue(turned, torch.full((5,), -0.1)), x, atol=1e-5, rtol=0)
+    assert (turned - x).abs().max() > 0.05
+    grey = torch.full((1, 3, 2, 2), 0.4)
+    torch.testing.assert_close(augment.rotate_hue(grey, torch.tensor([0.37])), grey)
+
+
+def test_a_recipe_without_hue_draws_its_views_as_before(lab_data):
+    """Hue is drawn only when a recipe sets it: every other objective's views (and released weights) stay."""
+    batch, plain = lab_data.images[:4], augment.ViewRecipe(32, jitter_p=1.0)
+    gen_a, gen_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    augment.make_views(batch, plain, gen_a, mean=LAB_MEAN, std=LAB_STD)
+    augment.crop_grid(4, plain, gen_b)  # the draws by hand: crop grid, then jitter's on/off and three factors
+    torch.rand(4, generator=gen_b)
+    for _ in range(3):
+        torch.rand(4, generator=gen_b)
+    assert torch.equal(torch.rand(3, generator=gen_a), torch.rand(3, generator=gen_b))
+    hue = augment.make_views(batch, replace(plain, hue=0.5), torch.Generator().manual_seed(5), mean=LAB_MEAN,
+                             std=LAB_STD)  # fmt: skip
+    same = augment.make_views(batch, plain, torch.Generator().manual_seed(5), mean=LAB_MEAN, std=LAB_STD)
+    assert not torch.allclose(hue, same)
+
+
+def test_a_revised_recipe_moves_only_its_objectives_weights_key():
+    budget = Budget(preset="quickstart", dataset="synthetic", dataset_version="v")
+    keys = {o: weights_key(o, budget) for o in objective_names()}
+    assert keys["mocov3"] != budget.key()  # recipe version 2: hue rotation
+    assert all(k == budget.key() for o, k in keys.items() if o != "mocov3")
 
 
 @pytest.mark.slow  # several seconds: kept out of the fast lane

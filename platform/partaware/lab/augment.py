@@ -30,6 +30,9 @@ class ViewRecipe:
     flip: bool = True
     jitter_p: float = 0.0  # probability of colour jitter
     jitter: float = 0.4  # brightness/contrast/saturation strength
+    #: hue rotation, a fraction of the colour circle either way (as torchvision's ColorJitter ``hue``, at most
+    #: 0.5), with the jitter's probability; 0 = none (and no random draw, so other recipes' views are unchanged)
+    hue: float = 0.0
     gray_p: float = 0.0
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 1.0)  # in pixels of the output view
@@ -60,8 +63,24 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
 
 
+# RGB -> YIQ: a hue change is a rotation of the (I, Q) chroma plane about the luma axis Y.
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Each image's hue rotated by ``turns`` (a fraction of the circle), luma kept: a rotation in YIQ space."""
+    angle = 2 * math.pi * turns
+    rot = torch.zeros(x.shape[0], 3, 3)
+    rot[:, 0, 0] = 1.0
+    rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
+    rot[:, 2, 1], rot[:, 2, 2] = torch.sin(angle), torch.cos(angle)
+    m = (torch.linalg.inv(_YIQ) @ rot @ _YIQ).to(x.device, x.dtype)
+    return torch.einsum("nij,njhw->nihw", m, x).clamp(0, 1)
+
+
 def colour_jitter(x: torch.Tensor, recipe: ViewRecipe, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast, saturation (each a factor in ``1 +- jitter``) on a ``jitter_p`` share."""
+    """Brightness, contrast, saturation (each a factor in ``1 +- jitter``), then hue (``+- hue`` of the circle,
+    when set) on a ``jitter_p`` share."""
     n, s = x.shape[0], recipe.jitter
     on = (torch.rand(n, generator=gen) < recipe.jitter_p).float().view(n, 1, 1, 1).to(x.device)
     b, c, sat = (_uniform(n, 1 - s, 1 + s, gen).view(n, 1, 1, 1).to(x.device) for _ in range(3))
@@ -70,6 +89,8 @@ def colour_jitter(x: torch.Tensor, recipe: ViewRecipe, gen: torch.Generator) -> 
     y = ((y - mean) * c + mean).clamp(0, 1)
     g = _gray(y)
     y = ((y - g) * sat + g).clamp(0, 1)
+    if recipe.hue > 0:
+        y = rotate_hue(y, _uniform(n, -recipe.hue, recipe.hue, gen))
     return on * y + (1 - on) * x
 
 

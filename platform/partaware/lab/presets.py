@@ -8,7 +8,7 @@ rate and the data the objectives pretrain on. It is the unit a result names ("la
   the measurements); it pretrains on the job's own dataset (its training split).
 - ``gpu`` is sized for one H100 and pretrains on its own synthetic draw (another seed, 10x the
   quickstart's images), so no quickstart test image is ever seen in pretraining; the released lab
-  zoo (``lab-release/<objective>``) was trained under it.
+  zoo (``lab-release/<objective>``) was trained under it, ``cpu-long`` and ``cpu-xl`` (docs/lab.md says which).
 
 This module imports no torch: the CLI lists presets and the spec validates names cheaply.
 """
@@ -73,6 +73,16 @@ PRESETS: dict[str, BudgetPreset] = {
             lr=1e-3,
             data=GPU_PRETRAIN_DATA,
             sized_for="2 CPU cores, about an hour for the five costliest objectives",
+        ),
+        BudgetPreset(
+            name="cpu-xl",
+            description="a longer CPU run on the gpu preset's images: 2.5x cpu-long, for the objectives it left "
+            "near their control",
+            steps=2500,
+            batch_size=64,
+            lr=1e-3,
+            data=GPU_PRETRAIN_DATA,
+            sized_for="2 CPU cores, one objective a core: about 35 minutes for MoCo v3, 13 for CAE",
         ),
     )
 }

@@ -16,7 +16,7 @@ from typing import Any
 from partaware.errors import PartawareError
 from partaware.lab.objectives import OBJECTIVES, objective_names
 from partaware.lab.presets import DEFAULT_PRESET, get_preset
-from partaware.lab.train import LATEST_FILE, Budget, lab_info
+from partaware.lab.train import LATEST_FILE, Budget, lab_info, weights_key
 from partaware.storage import StorageRoot
 
 #: progress(snapshot): snapshot maps objective -> {"step", "total", "loss", "losses", "state"}
@@ -109,9 +109,9 @@ def pretrain(
         preset=preset.name, steps=steps, batch_size=batch_size, seed=seed, dataset=prepared.name,
         dataset_version=prepared.version,
     )  # fmt: skip
-    key = lab_budget.key()
     results: dict[str, dict[str, Any]] = {}
     for name in names:
+        key = weights_key(name, lab_budget)
         info = lab_info(root, name, key)
         if info is not None:
             root.write_json({"budget_key": key}, "weights", "lab", name, LATEST_FILE)

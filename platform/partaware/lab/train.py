@@ -83,6 +83,15 @@ class Budget(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def weights_key(objective: str, budget: Budget) -> str:
+    """The key of ``objective``'s weights under ``budget``: the budget's own key, or, for an objective whose recipe
+    was revised (``Objective.recipe_version`` > 1), a digest of the key and that version."""
+    version = OBJECTIVES.get(objective).recipe_version
+    if version == 1:
+        return budget.key()
+    return hashlib.sha256(f"{budget.key()}/{objective}/recipe-{version}".encode()).hexdigest()[:16]
+
+
 def weights_dir(objective: str, budget_key: str) -> tuple[str, ...]:
     return ("weights", "lab", objective, budget_key)
 
@@ -164,7 +173,7 @@ def fit(
 ) -> Fitted:
     """The training loop: resumes from ``checkpoint.pt`` when one exists; checkpoints every
     ``checkpoint_every`` steps, at the end and at ``stop_after`` (where it returns early)."""
-    key = budget.key()
+    key = weights_key(objective, budget)
     folder = weights_dir(objective, key)
     model = build_objective(objective, num_classes=data.num_classes, total_steps=budget.steps, seed=budget.seed)
     model.to(device)
@@ -229,7 +238,7 @@ def publish_weights(
 ) -> dict[str, Any]:
     """Write ``backbone.pt`` and ``info.json``, then ``_SUCCESS`` (last); drop the checkpoint; point
     ``latest.json`` at this budget."""
-    key = budget.key()
+    key = weights_key(objective, budget)
     folder = weights_dir(objective, key)
     losses = fitted.losses
     backbone_state = {k: v.detach().cpu().clone() for k, v in fitted.model.export_backbone().state_dict().items()}
@@ -298,7 +307,7 @@ def train_objective(
     """
     objective = OBJECTIVES.resolve(objective)
     budget = bind_budget(budget, data)
-    key = budget.key()
+    key = weights_key(objective, budget)
     done = lab_info(root, objective, key)
     if done is not None:
         root.write_json({"budget_key": key}, "weights", "lab", objective, LATEST_FILE)

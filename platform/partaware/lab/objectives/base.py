@@ -31,6 +31,10 @@ class Objective(nn.Module):
     #: iBOT: ``kl``, the student-teacher divergence; their cross-entropy also holds the teacher's entropy,
     #: which centring raises early in training, so it is not monotone over a short run).
     learning_curve: ClassVar[str] = "loss"
+    #: raised when this objective's recipe changes: it enters the objective's weights key
+    #: (``partaware.lab.train.weights_key``), so only this objective is trained again and the others' weights,
+    #: keys and released files stay as they are.
+    recipe_version: ClassVar[int] = 1
 
     def __init__(self, *, num_classes: int, total_steps: int, input_size: int = LAB_INPUT_SIZE):
         super().__init__()
