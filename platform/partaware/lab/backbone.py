@@ -40,7 +40,8 @@ from partaware.lab.arch import (  # noqa: F401  (re-exported: the lab's modules 
     LAB_STD,
 )
 
-#: bump when the backbone, augmentations, data or any objective's code changes: it enters the budget key.
+#: bump when the backbone, augmentations or data change: it enters the budget key. A change to one objective's
+#: recipe raises that objective's ``recipe_version`` instead, so the other objectives keep their weights.
 LAB_VERSION = "3"
 
 

@@ -3,7 +3,8 @@
 Equal budget: every objective trains the same backbone (same init for the same seed), on the same
 images, for the same number of steps x batch (images seen), with the same optimiser family (AdamW,
 linear warm-up then cosine decay, gradient clipping). The budget is a typed record; its digest (the
-*budget key*) names the output folder:
+*budget key*; for an objective whose own recipe was revised since, a digest of the key and that recipe's
+version: ``weights_key``) names the output folder:
 
     <root>/weights/lab/<objective>/<budget-key>/
         checkpoint.pt   while training (objective + optimiser + step), replaced atomically; removed at the end

@@ -6,11 +6,10 @@ Loss: the symmetric InfoNCE ``ctr(q1, k2) + ctr(q2, k1)`` with temperature tau, 
 as in the paper's pseudo-code; keys come from the momentum encoder without gradient. The lab
 encoder is the base backbone (what MoCo v3 evaluates).
 
-Views rotate hue over the whole colour circle (recipe version 2). The synthetic images colour every part at
-random, so without it a colour layout tells two images apart and the encoder learns colour instead of shape
-and texture: measured at 400 x 64 on the 10,000-image draw, the CLS token's object accuracy (logistic probe)
-went from 6.0 points below the random-initialisation control to 0.3 below, and the mean-pooled part accuracy
-from 1.8 to 8.1 points above it (torchvision's hue 0.1 of the circle: 5.7 below, 4.9 above; docs/lab.md).
+Views rotate hue over the whole colour circle and are not blurred (recipe version 2). The synthetic images
+colour every part at random, so a colour layout alone tells two images apart and the encoder learns colour
+instead of shape and texture; blur takes away the texture that is left once hue is rotated.
+``bench/bench_lab_hue.py`` measures it (docs/lab.md has the figures).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from partaware.lab.objectives.base import Metrics, Objective, cosine_schedule, e
 class MoCoV3(Objective):
     name, family = "mocov3", "contrastive"
     views_per_image = 2.0  # two augmented views (plus two forward-only passes of the momentum encoder)
-    recipe_version = 2  # 2: hue rotation over the whole circle
+    recipe_version = 2  # 2: hue rotated over the whole circle, no blur (1: no hue, blur on half the views)
 
     def __init__(self, *, hidden: int = 256, dim: int = 64, tau: float = 0.2, momentum: float = 0.99, **kw):
         super().__init__(**kw)
@@ -40,7 +39,7 @@ class MoCoV3(Objective):
         self.momentum_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.tau, self.base_momentum = tau, momentum
         self.recipe = ViewRecipe(
-            self.input_size, scale=(0.2, 1.0), jitter_p=0.8, jitter=0.4, hue=0.5, gray_p=0.2, blur_p=0.5
+            self.input_size, scale=(0.2, 1.0), jitter_p=0.8, jitter=0.4, hue=0.5, gray_p=0.2, blur_p=0.0
         )
 
     def _contrastive(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
