@@ -77,7 +77,9 @@ def pretrain(
     dataset: str = typer.Option(None, "--dataset", hidden=True, help="Deprecated spelling of --datasets."),
     dataset_version: str = typer.Option(None, help="Dataset version (default: the newest prepared)."),
     budget: str = typer.Option(
-        "quickstart", help="Named budget: quickstart (2 CPU cores, minutes) | gpu (one H100; its own 10k-image set)."
+        "quickstart",
+        help="Named budget: quickstart (2 CPU cores, minutes) | gpu (one H100; its own 10k-image set) | cpu-long "
+        "(1,000 x 64 on that set) | cpu-xl (2,500 x 64 on it); docs/lab.md.",
     ),
     steps: int = typer.Option(None, help="Optimiser steps per objective (overrides the budget's)."),
     batch_size: int = typer.Option(None, help="Images per step (overrides the budget's)."),
