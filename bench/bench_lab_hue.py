@@ -1,15 +1,16 @@
-"""Does rotating hue stop MoCo v3 learning colour? Its views under several hue and blur settings, in one process.
+"""Does rotating hue stop a view-invariance objective learning colour? Its views under several hue and blur
+settings, in one process (MoCo v3, DINO or iBOT).
 
 The synthetic images colour every part at random, so two images differ in their colour layout above all, and
-instance discrimination can succeed on colour alone. Each variant trains ``mocov3`` (the lab's own ``fit``)
+instance discrimination can succeed on colour alone. Each variant trains the objective (the lab's own ``fit``)
 for the same steps x batch on the ``gpu`` preset's 10,000-image draw (seed 1), with its views' hue rotated by
 up to ``hue`` of the colour circle (0: none, 0.1: torchvision's usual setting, 0.5: the whole circle) and
 blurred with probability ``blur`` (the rest of the recipe is the objective's own); then the CLS and mean-pooled
 tokens of object and part crops of another draw (seed 2, 2,000 images) are scored by a logistic probe as in
 ``bench_lab_margins.py``, against the same architecture at random initialisation, measured in this run.
 
-    .venv/bin/python bench/bench_lab_hue.py [--steps 400] [--batch 64] [--variants 0:0.5,0.5:0.5,0:0,0.5:0]
-                                            [--storage DIR]
+    .venv/bin/python bench/bench_lab_hue.py [--objective mocov3|dino|ibot] [--steps 400] [--batch 64]
+                                            [--variants 0:0.5,0.5:0.5,0:0,0.5:0] [--storage DIR]
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from partaware.lab.train import Budget, bind_budget, build_objective, fit
 from partaware.storage import StorageRoot
 
 EVAL_DATA = {"size": 2000, "image_size": 224, "seed": 2}
+#: the module whose ``ViewRecipe`` builds each objective's views (iBOT inherits DINO's)
+VIEWS_MODULE = {"mocov3": "mocov3", "dino": "dino", "ibot": "dino"}
 
 
 def recipe_with(hue: float, blur: float):
@@ -60,6 +63,7 @@ def scores(model: torch.nn.Module, sets: dict) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--objective", choices=sorted(VIEWS_MODULE), default="mocov3")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--variants", default="0:0.5,0.1:0.5,0.5:0.5,0:0,0.5:0",
@@ -74,19 +78,19 @@ def main() -> None:
     data = load_lab_data(pretrain_set, size=64)
     budget = bind_budget(Budget(steps=args.steps, batch_size=args.batch), data)
     sets = {(lv, sp): crops(eval_set, lv, sp, 64, PART_CAP) for lv in ("object", "part") for sp in ("train", "test")}
-    control = build_objective("mocov3", num_classes=data.num_classes, total_steps=args.steps, seed=budget.seed)
+    control = build_objective(args.objective, num_classes=data.num_classes, total_steps=args.steps, seed=budget.seed)
     rows = {"control (random init)": scores(control.backbone, sets)}
     for hue, blur in ((float(h), float(b)) for h, b in (v.split(":") for v in args.variants.split(","))):
         name, start = f"hue {hue:g}, blur {blur:g}", time.perf_counter()
-        with mock.patch("partaware.lab.objectives.mocov3.ViewRecipe", recipe_with(hue, blur)):
-            fitted = fit(StorageRoot.open(tempfile.mkdtemp(prefix="pa-hue-run-"), writable=True), "mocov3", budget,
-                         data, checkpoint_every=10**9)  # fmt: skip
+        with mock.patch(f"partaware.lab.objectives.{VIEWS_MODULE[args.objective]}.ViewRecipe", recipe_with(hue, blur)):
+            fitted = fit(StorageRoot.open(tempfile.mkdtemp(prefix="pa-hue-run-"), writable=True), args.objective,
+                         budget, data, checkpoint_every=10**9)  # fmt: skip
         seconds = time.perf_counter() - start
         rows[name] = scores(fitted.model.export_backbone(), sets)
         print(f"{name}: {args.steps} x {args.batch} in {seconds:.0f} s, loss {fitted.losses[0]:.3f} -> "
               f"{np.mean(fitted.losses[-25:]):.3f}", flush=True)  # fmt: skip
     base = rows["control (random init)"]
-    print(f"\n{'mocov3 views':<24}" + "".join(f"{c:>20}" for c in base))
+    print(f"\n{args.objective + ' views':<24}" + "".join(f"{c:>20}" for c in base))
     for name, r in rows.items():
         print(f"{name:<24}" + "".join(f"{v:>10.1f} ({v - base[c]:+5.1f})" for c, v in r.items()))
     print(f"(logistic-probe accuracy %, and points over the random-initialisation control; eval draw seed 2: "

@@ -158,8 +158,10 @@ def test_a_recipe_without_hue_draws_its_views_as_before(lab_data):
 def test_a_revised_recipe_moves_only_its_objectives_weights_key():
     budget = Budget(preset="quickstart", dataset="synthetic", dataset_version="v")
     keys = {o: weights_key(o, budget) for o in objective_names()}
-    assert keys["mocov3"] != budget.key()  # recipe version 2: hue rotation
-    assert all(k == budget.key() for o, k in keys.items() if o != "mocov3")
+    revised = {"mocov3", "dino", "ibot"}  # recipe version 2: hue rotation, no blur
+    assert all(keys[o] != budget.key() for o in revised)
+    assert len({keys[o] for o in revised}) == len(revised)
+    assert all(k == budget.key() for o, k in keys.items() if o not in revised)
 
 
 @pytest.mark.slow  # several seconds: kept out of the fast lane

@@ -18,8 +18,10 @@ from partaware.encoders.loading import load_encoder
 from partaware.encoders.registry import ENCODERS, select_encoders
 from partaware.errors import StorageError, UnknownNameError
 from partaware.lab import release as lab_release
+from partaware.lab.objectives import OBJECTIVES
 from partaware.lab.presets import PRESETS, get_preset
 from partaware.lab.ray_tasks import make_budget, pretrain
+from partaware.lab.train import Budget, trained_recipe_version, weights_key
 from partaware.lab.zoo import WITH_HEAD, build_lab_head, lab_spec
 from partaware.storage import StorageRoot
 
@@ -46,6 +48,13 @@ def test_every_shipped_file_matches_its_record():
         assert (state["head"] is not None) == entry["has_head"] == (objective in WITH_HEAD), objective
         assert entry["budget"]["preset"] == entry["preset"] and entry["command"].startswith("partctl pretrain")
         assert lab_release.canonical_safetensors(blob) == blob  # what --release writes, byte for byte
+
+
+def test_every_shipped_objective_was_trained_with_its_current_recipe():
+    """A revised recipe (``Objective.recipe_version``) moves the weights key; the shipped weights must follow."""
+    for objective, entry in lab_release.release_record()["objectives"].items():
+        assert entry["budget_key"] == weights_key(objective, Budget(**entry["budget"])), objective
+        assert trained_recipe_version(objective, entry) == OBJECTIVES.get(objective).recipe_version, objective
 
 
 def test_released_encoders_load_in_the_lab_zoo():

@@ -15,6 +15,8 @@ This module imports no torch: the CLI lists presets and the spec validates names
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,3 +96,9 @@ def get_preset(name: str) -> BudgetPreset:
     if name not in PRESETS:
         raise UnknownNameError("lab budget", name, sorted(PRESETS))
     return PRESETS[name]
+
+
+def budget_digest(fields: dict[str, Any]) -> str:
+    """A short digest of a budget's fields (``Budget.key``; a report groups lab rows by it without torch)."""
+    blob = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

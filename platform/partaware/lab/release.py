@@ -10,6 +10,7 @@ Layout (``partaware/lab/release/``, package data)::
     release.json            the record, per objective: the file, its sha256, the weights digest, the preset
                             and budget it was trained under (objectives may differ), the command that
                             reproduces it, device, seconds, loss first -> last and the thinned curves
+                            (and the objective's recipe version: its views and settings, revised apart)
     <objective>.safetensors ``model.*`` (the backbone) and ``head.*`` (projection head, where the family
                             has one), float16; loaded as float32
 
@@ -62,9 +63,12 @@ def thin(curve: list[float], points: int = 200) -> list[float]:
 
 
 def release_rows(objectives: list[str]) -> dict[str, dict[str, Any]]:
-    """What a run records about the released encoders it evaluates: their release entries (budget included)."""
+    """What a run records about the released encoders it evaluates: their release entries (budget included),
+    each with the recipe version it was trained with (entries written before that field derive it)."""
+    from partaware.lab.train import trained_recipe_version
+
     entries = (release_record() or {}).get("objectives", {})
-    return {o: entries[o] for o in objectives if o in entries}
+    return {o: {**e, "recipe_version": trained_recipe_version(o, e)} for o in objectives if (e := entries.get(o))}
 
 
 def canonical_safetensors(blob: bytes) -> bytes:
@@ -114,7 +118,7 @@ def write_release(
     from safetensors.torch import save
 
     from partaware.encoders.base import state_dict_digest
-    from partaware.lab.train import WEIGHTS_FILE, _load_torch, weights_dir
+    from partaware.lab.train import WEIGHTS_FILE, _load_torch, trained_recipe_version, weights_dir
 
     folder = folder or release_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,6 +147,7 @@ def write_release(
             "preset": preset,
             "budget": info["budget"],
             "budget_key": info["budget_key"],
+            "recipe_version": trained_recipe_version(objective, info),
             "command": f"partctl pretrain --budget {preset} --objectives {objective} --release",
             "loss_first": info["loss_first"],
             "loss_last": info["loss_last"],

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from partaware.lab.backbone import LAB_INPUT_SIZE, LAB_VERSION, backbone_config
 from partaware.lab.data import LabData
 from partaware.lab.objectives import OBJECTIVES, ROWS_BY_NAME
 from partaware.lab.objectives.base import Objective
+from partaware.lab.presets import budget_digest
 from partaware.storage import StorageRoot
 
 WEIGHTS_FILE = "backbone.pt"
@@ -80,8 +80,7 @@ class Budget(BaseModel):
 
     def key(self) -> str:
         """A short digest of the budget (the objective is not in it: equal budgets share a key)."""
-        blob = json.dumps(self.model_dump(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return budget_digest(self.model_dump())
 
 
 def weights_key(objective: str, budget: Budget) -> str:
@@ -91,6 +90,15 @@ def weights_key(objective: str, budget: Budget) -> str:
     if version == 1:
         return budget.key()
     return hashlib.sha256(f"{budget.key()}/{objective}/recipe-{version}".encode()).hexdigest()[:16]
+
+
+def trained_recipe_version(objective: str, info: dict[str, Any]) -> int | None:
+    """The recipe version ``info``'s weights were trained with: as recorded, else (weights published before the
+    field existed) the current one when their key is the current recipe's key; None for an older recipe."""
+    if "recipe_version" in info:
+        return int(info["recipe_version"])
+    current = weights_key(objective, Budget(**info["budget"])) == info.get("budget_key")
+    return OBJECTIVES.get(objective).recipe_version if current else None
 
 
 def weights_dir(objective: str, budget_key: str) -> tuple[str, ...]:
@@ -257,6 +265,7 @@ def publish_weights(
         "budget_key": key,
         "images_seen": budget.images_seen,
         "views_per_image": fitted.model.views_per_image,
+        "recipe_version": fitted.model.recipe_version,
         "train_images": len(data),
         "skipped_images": data.skipped,
         "file_sha256": hashlib.sha256(blob).hexdigest(),

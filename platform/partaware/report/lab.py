@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from partaware.lab.presets import budget_digest
 from partaware.storage import StorageRoot
 
 
@@ -45,6 +46,8 @@ def _row(encoder: str, info: dict[str, Any], curve_name: str, curve: list[float]
         "family": info.get("family", ""),
         "budget_key": info.get("budget_key", ""),
         "budget": info.get("budget", {}),
+        "budget_digest": budget_digest(info.get("budget", {})),  # weights keys differ with the recipe version
+        "recipe_version": info.get("recipe_version"),
         **{k: info.get(k) for k in keys},
         "device": info.get("device", ""),
         "loss_curve": list(info.get("loss_curve", [])),

@@ -519,8 +519,8 @@ def _lab_blocks(d: ReportData) -> list[Block]:
     if not d.lab:
         return []
     budget = shared_budget(d.lab)
-    keys = sorted({r["budget_key"] for r in d.lab})
-    presets = {r["budget_key"]: r["budget"].get("preset") or "hand-set" for r in d.lab}
+    keys = sorted({r["budget_digest"] for r in d.lab})
+    presets = {r["budget_digest"]: r["budget"].get("preset") or "hand-set" for r in d.lab}
     out: list[Block] = [
         Heading(3, "Lab pretraining", "lab"),
         Para(
@@ -530,14 +530,16 @@ def _lab_blocks(d: ReportData) -> list[Block]:
             "images, steps x batch and optimiser for every objective. `lab/<objective>` was trained live (in this "
             "run or an earlier one, on this storage root); `lab-release/<objective>` is the released lab zoo "
             "shipped in the package, trained once by the command shown, on its own pretraining images. "
-            "Images seen count images, as the papers count epochs; views per image shows the compute each "
-            "method spends on one."
+            "Recipe is the objective's recipe version (its views and settings, revised apart from the budget; "
+            "– where the weights predate the record). Images seen count images, as the papers count epochs; views "
+            "per image shows the compute each method spends on one."
         ),
     ]
     rows = [
         [
             r["encoder"],
             FAMILY_LABEL.get(r["family"], r["family"]),
+            str(r["recipe_version"] or "–"),
             str(r["images_seen"] or "–"),
             fmt(r["views_per_image"], 2),
             fmt(r["seconds"], 0),
@@ -550,15 +552,15 @@ def _lab_blocks(d: ReportData) -> list[Block]:
         ]
         for r in d.lab
     ]
-    header = ["encoder", "family", "images seen", "views/image", "seconds", "loss first → last", "learning curve"]
-    out.append(TableBlock([*header, "device", "weights"], rows))
+    header = ["encoder", "family", "recipe", "images seen", "views/image", "seconds", "loss first → last"]
+    out.append(TableBlock([*header, "learning curve", "device", "weights"], rows))
     if "lab_pretraining.png" in d.figures:
         out.append(Image("lab_pretraining.png", d.figures["lab_pretraining.png"], "Lab pretraining curves."))
     if len(keys) == 1 and budget:
         out.append(Pre(yaml.safe_dump(budget, sort_keys=False, width=110), "lab budget"))
     else:
         for key in keys:
-            one = next(r["budget"] for r in d.lab if r["budget_key"] == key)
+            one = next(r["budget"] for r in d.lab if r["budget_digest"] == key)
             out.append(Pre(yaml.safe_dump(one, sort_keys=False, width=110), f"lab budget {key} ({presets[key]})"))
     return out
 

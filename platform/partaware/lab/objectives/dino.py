@@ -14,6 +14,10 @@ thousands (measured, docs/lab.md): the head uses BatchNorm between its hidden la
 them the head's outputs are nearly the same for every image at initialisation (cosine 0.95), the
 zero centre lets every image get the same sharp target for the first steps, the student collapses onto
 it within 4 steps, and once the centre catches up the teacher is uniform (entropy log K).
+
+Views rotate hue over the whole colour circle and are not blurred (recipe version 2, as MoCo v3's: the synthetic
+images colour their parts at random, and a view-invariance objective otherwise learns the colour layout; see
+``mocov3.py`` and docs/lab.md). iBOT inherits these views.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class DINO(Objective):
     n_global, n_local = 2, 4
     views_per_image = 2 + 4 * 0.25  # local crops have a quarter of the tokens
     learning_curve = "kl"
+    recipe_version = 2  # 2: hue rotated over the whole circle, no blur (1: no hue, blur on half the views)
 
     def __init__(
         self,
@@ -99,11 +104,9 @@ class DINO(Objective):
         self.centre = Centre(out_dim)
         self.student_temp, self.teacher_temp, self.base_momentum = student_temp, teacher_temp, momentum
         self.freeze_steps = int(freeze_fraction * self.total_steps)
-        jitter = {"jitter_p": 0.8, "jitter": 0.4, "gray_p": 0.2}
-        self.global_recipe = ViewRecipe(self.input_size, scale=(0.35, 1.0), blur_p=0.5, **jitter)
-        self.local_recipe = ViewRecipe(
-            self.input_size // 2, scale=(0.08, 0.35), blur_p=0.5, blur_sigma=(0.1, 0.5), **jitter
-        )
+        jitter = {"jitter_p": 0.8, "jitter": 0.4, "hue": 0.5, "gray_p": 0.2, "blur_p": 0.0}
+        self.global_recipe = ViewRecipe(self.input_size, scale=(0.35, 1.0), **jitter)
+        self.local_recipe = ViewRecipe(self.input_size // 2, scale=(0.08, 0.35), **jitter)
 
     def student_head(self, step: int) -> DINOHead:
         self.head.freeze_prototypes = step < self.freeze_steps
