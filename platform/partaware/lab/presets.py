@@ -84,7 +84,8 @@ PRESETS: dict[str, BudgetPreset] = {
             batch_size=64,
             lr=1e-3,
             data=GPU_PRETRAIN_DATA,
-            sized_for="2 CPU cores, one objective a core: about 35 minutes for MoCo v3, 13 for CAE",
+            sized_for="2 CPU cores, one objective a core: about 35 minutes for MoCo v3, 44 for DINO, 49 for iBOT, "
+            "13 for CAE",
         ),
     )
 }

@@ -106,7 +106,8 @@ class DINO(Objective):
         self.freeze_steps = int(freeze_fraction * self.total_steps)
         jitter = {"jitter_p": 0.8, "jitter": 0.4, "hue": 0.5, "gray_p": 0.2, "blur_p": 0.0}
         self.global_recipe = ViewRecipe(self.input_size, scale=(0.35, 1.0), **jitter)
-        self.local_recipe = ViewRecipe(self.input_size // 2, scale=(0.08, 0.35), **jitter)
+        # blur_sigma: recipe version 1's local blur (unused at blur_p 0; bench_lab_hue.py turns blur back on)
+        self.local_recipe = ViewRecipe(self.input_size // 2, scale=(0.08, 0.35), blur_sigma=(0.1, 0.5), **jitter)
 
     def student_head(self, step: int) -> DINOHead:
         self.head.freeze_prototypes = step < self.freeze_steps
