@@ -97,7 +97,10 @@ def trained_recipe_version(objective: str, info: dict[str, Any]) -> int | None:
     field existed) the current one when their key is the current recipe's key; None for an older recipe."""
     if "recipe_version" in info:
         return int(info["recipe_version"])
-    current = weights_key(objective, Budget(**info["budget"])) == info.get("budget_key")
+    try:
+        current = weights_key(objective, Budget(**info["budget"])) == info.get("budget_key")
+    except (KeyError, TypeError, ValueError):  # no budget, or one from an older lab's fields: unknown
+        return None
     return OBJECTIVES.get(objective).recipe_version if current else None
 
 
