@@ -13,14 +13,18 @@ from __future__ import annotations
 import ray._private.parameter as parameter
 from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 
+#: Ray's own class, taken once at import: the autoscaler launches nodes from several threads, and a launch that
+#: read the module attribute while another launch had it patched would subclass (and later restore) the patch,
+#: so every later launch failed with "multiple values for keyword argument 'runtime_env_dir_name'"
+RAY_PARAMS = parameter.RayParams
+
 
 class SeparateFoldersFakeProvider(FakeMultiNodeProvider):
     def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
-        original = parameter.RayParams
         with self.lock:  # the parent builds the node's RayParams from this module attribute, under the same lock
             folder = f"runtime_resources_{self._next_node_id + 1}"  # the id the parent class gives this node
 
-            class RayParams(original):
+            class RayParams(RAY_PARAMS):
                 def __init__(self, *args, **kwargs):
                     super().__init__(*args, runtime_env_dir_name=folder, **kwargs)
 
@@ -28,4 +32,4 @@ class SeparateFoldersFakeProvider(FakeMultiNodeProvider):
             try:
                 super()._create_node_with_resources_and_labels(node_config, tags, count, resources, labels)
             finally:
-                parameter.RayParams = original
+                parameter.RayParams = RAY_PARAMS
