@@ -74,6 +74,11 @@ def test_writing_a_release_is_bit_for_bit_reproducible(trained, tmp_path):
     again = lab_release.write_release(root, infos, preset="quickstart", folder=tmp_path)
     assert all(e["reproduced"] is None for e in first["objectives"].values())
     assert all(e["reproduced"] is True for e in again["objectives"].values())
+    record = json.loads((tmp_path / "release.json").read_text())
+    record["objectives"]["mae"]["budget_key"] = "an-older-recipe"  # the shipped file came from other weights
+    (tmp_path / "release.json").write_text(json.dumps(record))
+    third = lab_release.write_release(root, infos, preset="quickstart", folder=tmp_path)["objectives"]
+    assert third["mae"]["reproduced"] is None and third["dino"]["reproduced"] is True  # nothing to reproduce
     for objective, entry in again["objectives"].items():
         assert entry["file_sha256"] == first["objectives"][objective]["file_sha256"]
         assert entry["has_head"] == (objective in ("mocov3", "dino"))

@@ -175,6 +175,7 @@ def _write_release(root: StorageRoot, results: dict[str, dict[str, Any]], preset
     for name, entry in record["objectives"].items():
         if name not in results:
             continue
-        same = {None: "no previous release", True: "yes", False: "no (other hardware or code)"}[entry["reproduced"]]
+        same = {None: "no previous release of this budget and recipe", True: "yes",
+                False: "no (other hardware or software)"}[entry["reproduced"]]  # fmt: skip
         table.add_row(f"lab-release/{name}", entry["preset"], entry["file"], entry["file_sha256"][:16], same)
     print_table(table)

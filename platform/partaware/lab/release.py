@@ -112,7 +112,8 @@ def write_release(
     Objectives not in ``infos`` keep their entries: a release may hold objectives trained under different
     presets (each entry names its own budget and the command that reproduces it). Returns the record,
     with ``reproduced`` per written objective: whether its file is bit-identical to the one the previous
-    record named (None when there was none).
+    record named (None when there was none, or it was trained under another weights key: another budget or
+    recipe, so nothing to reproduce).
     """
     import torch
     from safetensors.torch import save
@@ -136,7 +137,8 @@ def write_release(
         (folder / name).write_bytes(blob)
         loaded = _to_float32(stored)
         sha = hashlib.sha256(blob).hexdigest()
-        previous = objectives.get(objective, {}).get("file_sha256")
+        before = objectives.get(objective, {})
+        previous = before.get("file_sha256") if before.get("budget_key") == info["budget_key"] else None
         curve_name = info.get("learning_curve", "loss")
         objectives[objective] = {
             "file": name,
