@@ -13,6 +13,7 @@ from rich.table import Table
 from partaware.cli import app
 from partaware.cli.output import deprecated, print_table
 from partaware.errors import SpecError
+from partaware.lab.presets import PRESETS
 from partaware.progress import console
 from partaware.storage import StorageRoot
 
@@ -78,8 +79,9 @@ def pretrain(
     dataset_version: str = typer.Option(None, help="Dataset version (default: the newest prepared)."),
     budget: str = typer.Option(
         "quickstart",
-        help="Named budget: quickstart (2 CPU cores, minutes) | gpu (one H100; its own 10k-image set) | cpu-long "
-        "(1,000 x 64 on that set) | cpu-xl (2,500 x 64 on it); docs/lab.md.",
+        help="Named budget (steps x batch, sized for): "
+        + " | ".join(f"{p.name} ({p.steps:,} x {p.batch_size}, {p.sized_for})" for p in PRESETS.values())
+        + "; docs/lab.md.",
     ),
     steps: int = typer.Option(None, help="Optimiser steps per objective (overrides the budget's)."),
     batch_size: int = typer.Option(None, help="Images per step (overrides the budget's)."),

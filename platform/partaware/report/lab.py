@@ -44,9 +44,8 @@ def _row(encoder: str, info: dict[str, Any], curve_name: str, curve: list[float]
     return {
         "encoder": encoder,
         "family": info.get("family", ""),
-        "budget_key": info.get("budget_key", ""),
         "budget": info.get("budget", {}),
-        "budget_digest": budget_digest(info.get("budget", {})),  # weights keys differ with the recipe version
+        "budget_digest": budget_digest(info.get("budget", {})),  # not the weights key: that moves with the recipe
         "recipe_version": info.get("recipe_version"),
         **{k: info.get(k) for k in keys},
         "device": info.get("device", ""),
@@ -59,7 +58,7 @@ def _row(encoder: str, info: dict[str, Any], curve_name: str, curve: list[float]
 
 
 def shared_budget(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The budget fields all rows agree on (all of them, under one budget key)."""
+    """The budget fields all rows agree on (all of them, under one budget)."""
     if not rows:
         return {}
     return {k: v for k, v in rows[0]["budget"].items() if all(r["budget"].get(k) == v for r in rows)}
