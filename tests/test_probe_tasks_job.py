@@ -128,3 +128,50 @@ def test_coco_scores_classification_on_val2017_and_retrieves_over_train2017(ray_
     assert linear.protocol["selection_split"] == "carved from train" and linear.n_train + linear.n_val == 12 * 3
     for r in (r for r in records if r.task == "retrieval"):
         assert r.protocol["scored_split"] == "train" and r.n_test == 12 * 3  # the gallery: train2017 only
+
+
+def test_each_probe_reads_only_its_taps_and_its_memory_need_counts_them(every_task_run):
+    """The probe stage reads a plan's own taps (a linear probe never loads the attentive probe's tokens), and its
+    memory estimate is those arrays as read plus two float32 copies."""
+    from partaware.extract.features import feature_set_info, list_features, read_features
+    from partaware.runs.stages.probe import ProbePlan, plan_taps, probe_memory_need
+
+    _, run_root = every_task_run
+    store = StorageRoot.open(run_root.uri.rsplit("/runs/", 1)[0])
+    regions = next(f for f in list_features(store) if "tokens" in f.taps)
+    info = feature_set_info(store, regions.key)
+    plan = ProbePlan("synthetic", TINY_ENCODER["name"], "part", "linear", "cls")
+    assert plan_taps(plan, info) == ("cls",)
+    shapes = {"cls": [8], "patch:4": [8, 2, 2], "patch:12": [8, 2, 2]}
+    stored = {"rows": 10, "taps": {t: {"shape": shape} for t, shape in shapes.items()}}
+    last_block = ProbePlan("synthetic", "e", "part", "attentive", "cls+last-block")
+    assert plan_taps(last_block, stored) == ("cls", "patch:12")
+    assert probe_memory_need(stored, ("cls", "patch:12")) == 10 * (8 * 4 * 3 + 32 * 2 + 2 * 32 * 4)
+    tokens = ProbePlan("synthetic", "e", "part", "attentive", "tokens")
+    assert plan_taps(tokens, info) == ("tokens",)
+    fs = read_features(store, regions.key, ["tokens"])
+    assert set(fs.features) == {"tokens"}
+    array = fs.features["tokens"]
+    assert probe_memory_need(info, ("tokens",)) == array.nbytes + 2 * array.astype("float32").nbytes
+
+
+def test_probes_that_cannot_fit_in_memory_fail_before_any_search_naming_each(every_task_run, monkeypatch):
+    """A driver with less free memory than a probe's inputs stops the probe stage in one message, before any
+    search. The machine's memory is the one thing mocked: no machine here is small enough."""
+    from partaware.runs.stages import probe
+
+    _, run_root = every_task_run
+    storage = run_root.uri.rsplit("/runs/", 1)[0]
+    monkeypatch.setattr("partaware.runs.cluster.machine_memory_available", lambda: 4096)
+    fresh = job("every-task", [{"name": "synthetic", "options": {"size": 40, "image_size": 64}}],
+                ["linear", "attentive"], ["part"])  # fmt: skip
+    fresh["search_settings"] = {**TINY_SEARCH, "max_epochs": 3}  # a new search: nothing cached
+    before = set(StorageRoot.open(storage).listdir(probe.PROBES))
+    with pytest.raises(probe.ProbeMemoryError) as err:
+        run_job(parse_spec(fresh), storage=storage, run_id="too-small")
+    message = str(err.value)
+    assert "2 probe(s) need more memory than the 0.0 GiB this driver has free" in message
+    assert f"{TINY_ENCODER['name']}/synthetic/part/linear (cls): about" in message
+    assert "/synthetic/part/attentive (tokens): about" in message and "tokens 17x192" in message
+    assert "regions" in message and "limit" in message
+    assert set(StorageRoot.open(storage).listdir(probe.PROBES)) == before  # no search ran

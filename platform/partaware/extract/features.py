@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import posixpath
 import re
 from collections.abc import Sequence
@@ -205,6 +206,20 @@ class FeatureSet:
         return len(self.region_ids)
 
 
+def feature_set_info(root: StorageRoot, key: str) -> dict[str, Any]:
+    """The ``_SUCCESS`` record of a complete feature set (rows, taps and their shapes), without reading it."""
+    froot = root.sub(FEATURES, key)
+    if not froot.is_complete():
+        raise StorageError(f"feature set {key} under {root.uri} is missing or incomplete (no _SUCCESS)")
+    return froot.completion_info()
+
+
+def tap_bytes(info: dict[str, Any], tap: str, dtype: str | None = None) -> int:
+    """Bytes of one tap of a feature set as an array (as stored, or as ``dtype``): rows x shape x item size."""
+    shape = info["taps"][tap]["shape"]
+    return int(info.get("rows", 0)) * math.prod(shape) * np.dtype(dtype or tap_dtype(tap)).itemsize
+
+
 def _column_array(table: pa.Table, tap: str) -> np.ndarray:
     col = table.column(tap).combine_chunks()
     shape = json.loads((table.schema.field(tap).metadata or {}).get(b"shape", b"[]"))
@@ -218,9 +233,7 @@ def read_features(root: StorageRoot, key: str, taps: Sequence[str] | None = None
     Reads only the requested taps' columns (all taps when ``taps`` is None), shard by shard.
     """
     froot = root.sub(FEATURES, key)
-    if not froot.is_complete():
-        raise StorageError(f"feature set {key} under {root.uri} is missing or incomplete (no _SUCCESS)")
-    info = froot.completion_info()
+    info = feature_set_info(root, key)
     available = list(info.get("taps", {}))
     wanted = list(taps) if taps is not None else available
     unknown = [t for t in wanted if t not in available]

@@ -70,6 +70,14 @@ def machine_cpus() -> int:
     return max(1, int(get_num_cpus()))
 
 
+def machine_memory_available() -> int:
+    """Bytes this process's machine can still give: its memory (or its container's limit) less what is in use,
+    cgroup aware, as Ray counts them."""
+    from ray._private.utils import get_system_memory, get_used_memory
+
+    return max(0, int(get_system_memory()) - int(get_used_memory()))
+
+
 @contextmanager
 def ray_session(address: str | None = None, *, log: Callable[[str], None] | None = None) -> Iterator[str]:
     """Ray for the driver: an embedded local instance (no ``address``) or an existing cluster.

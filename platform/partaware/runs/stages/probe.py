@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from partaware import __version__
+from partaware.errors import PartawareError
 from partaware.results import ResultRecord, write_results
 from partaware.runs.driver import RunContext
 from partaware.runs.records import ExtractOutput, FeatureSetRef, ProbeOutput, StageRecord, merge_placements
@@ -77,15 +78,18 @@ def run(ctx: RunContext) -> StageRecord:
         "search": {k: {n: d.model_dump() for n, d in v.items()} for k, v in spec.search.items()},
         "settings": spec.search_settings.model_dump(), "seed": spec.seed, "seeds": spec.seeds,
     }  # fmt: skip
-    plans = plan_job(ctx, ctx.input(ExtractOutput))
+    plans = [
+        (plan, features, probe_key(features.key, plan, get_task(plan.task).protocol_version,
+                                   {**search_identity, **_variant_identity(spec, plan.task)}))
+        for plan, features in plan_job(ctx, ctx.input(ExtractOutput))
+    ]  # fmt: skip
+    check_memory(ctx, [(p, f) for p, f, key in plans if not ctx.root.exists(PROBES, f"{key}.json")])
     out, records, empty, placement = ProbeOutput(), [], [], []
     warned: list[str] = []  # probes that ran on too few items per class (a ``limit`` run's usual case)
     bar = ctx.progress("probe") if ctx.progress else nullcontext(None)
-    loaded: dict[Any, Any] = {}  # one manifest per dataset, the current encoder's features
+    loaded: dict[Any, Any] = {}  # one manifest per dataset, the current plan's taps of its feature set
     with bar as update:
-        for done, (plan, features) in enumerate(plans, start=1):
-            identity = {**search_identity, **_variant_identity(spec, plan.task)}
-            key = probe_key(features.key, plan, get_task(plan.task).protocol_version, identity)
+        for done, (plan, features, key) in enumerate(plans, start=1):
             cache = (PROBES, f"{key}.json")
             if ctx.root.exists(*cache):
                 records.append(ResultRecord.model_validate({**ctx.root.read_json(*cache), "run_id": ctx.run_id}))
@@ -108,8 +112,6 @@ def run(ctx: RunContext) -> StageRecord:
             if update:
                 update(done, len(plans))
     if empty:  # validation said these can run: an empty selection is a data problem, never a silent skip
-        from partaware.errors import PartawareError
-
         raise PartawareError("nothing to probe for " + "; ".join(empty))
     write_results(ctx.run_root, records)
     out.results = len(records)
@@ -136,6 +138,58 @@ def _placement(spec, record: ResultRecord) -> list[dict[str, Any]]:
         return summarise(places, gpus=res.gpus_per_worker, unit="workers")
     places = [t for t in record.trial_results if t.get("device")]
     return summarise(places, gpus=res.gpus_per_trial, unit="trials") if places else []
+
+
+class ProbeMemoryError(PartawareError):
+    """Probes whose feature sets do not fit in the driver's memory (found before any search runs)."""
+
+
+def plan_taps(plan: ProbePlan, info: dict[str, Any]) -> tuple[str, ...]:
+    """The taps of its feature set (``info``: the set's ``_SUCCESS`` record) that one plan reads: its feature,
+    CLS and the deepest stored block for ``cls+last-block``, the segmentation blocks for label maps."""
+    from partaware.probes.tasks import get_task
+    from partaware.probes.tasks.segmentation import SEGMENTATION
+
+    depth = max((int(t[6:]) for t in info["taps"] if t.startswith("patch:")), default=0)
+    if get_task(plan.task).needs == "label_maps":
+        return SEGMENTATION.taps(None, depth)
+    return ("cls", f"patch:{depth}") if plan.feature == "cls+last-block" else (plan.feature,)
+
+
+def probe_memory_need(info: dict[str, Any], taps: tuple[str, ...]) -> int:
+    """About the peak bytes the probe stage holds for one plan: the taps as read, their float32 copy and the
+    copy the split selection makes (the search's object-store copy comes on top, and may spill to disk)."""
+    from partaware.extract.features import tap_bytes
+
+    return sum(tap_bytes(info, t) + 2 * tap_bytes(info, t, "float32") for t in taps)
+
+
+def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]], available: int | None = None) -> None:
+    """``ProbeMemoryError`` naming every plan whose inputs exceed the memory this driver has, before any search:
+    the probe stage holds a feature set's taps in memory, and an out-of-memory kill would say nothing."""
+    from partaware.extract.features import feature_set_info
+    from partaware.runs.cluster import machine_memory_available
+
+    available = machine_memory_available() if available is None else available
+    infos: dict[str, dict[str, Any]] = {}
+    over = []
+    for plan, features in plans:
+        if paper_segmentation(ctx.spec, plan.task):  # encoder in the loop: reads images, not a feature set
+            continue
+        info = infos.setdefault(features.key, feature_set_info(ctx.root, features.key))
+        taps = plan_taps(plan, info)
+        need = probe_memory_need(info, taps)
+        if need > available:
+            shapes = ", ".join(f"{t} {'x'.join(map(str, info['taps'][t]['shape']))}" for t in taps)
+            over.append(f"{plan.encoder}/{plan.dataset}/{plan.level}/{plan.task} ({plan.feature}): about "
+                        f"{need / 2**30:,.1f} GiB ({info.get('rows', 0):,} regions; {shapes})")  # fmt: skip
+    if over:
+        raise ProbeMemoryError(
+            f"{len(over)} probe(s) need more memory than the {available / 2**30:,.1f} GiB this driver has free "
+            "(the probe stage holds the taps it probes, a float32 copy and the split): "
+            + "; ".join(over)
+            + ". Run the driver on a node with more memory, or probe fewer items (the dataset's `limit`)"
+        )
 
 
 def paper_segmentation(spec, task: str) -> bool:
@@ -165,24 +219,24 @@ def _dataset(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
 def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict):
     """(prepared dataset, feature set, features by probe split, labels by probe split, roles, classes)."""
     from partaware.datasets import DATASETS
-    from partaware.extract.features import read_features
+    from partaware.extract.features import feature_set_info, read_features
     from partaware.probes.inputs import labelled_rows, role_splits, split_arrays
     from partaware.probes.tasks import get_task
 
     task, entry = get_task(plan.task), DATASETS.get(plan.dataset)
     prepared, manifest = _dataset(ctx, plan, features, loaded)
-    if loaded.get("features", (None,))[0] != features.key:  # plans come grouped by encoder: read each set once
-        loaded["features"] = (features.key, read_features(ctx.root, features.key))
+    taps = plan_taps(plan, feature_set_info(ctx.root, features.key))
+    if loaded.get("features", (None,))[0] != (features.key, taps):  # only the plan's taps: tokens are large
+        loaded.pop("features", None)
+        loaded["features"] = ((features.key, taps), read_features(ctx.root, features.key, taps))
     fs = loaded["features"][1]
     present = sorted(set(manifest.column("split").to_pylist()))
     roles = role_splits(task.split_rule, entry.held_out, present, entry.gallery)
     if task.needs == "label_maps":
         from partaware.probes.label_maps import segmentation_arrays
-        from partaware.probes.tasks.segmentation import SEGMENTATION
 
-        depth = max(int(t[6:]) for t in fs.features if t.startswith("patch:"))
-        taps = list(SEGMENTATION.taps(None, depth))
-        feats, labels, classes = segmentation_arrays(prepared, manifest, fs, level=plan.level, taps=taps, splits=roles)
+        feats, labels, classes = segmentation_arrays(prepared, manifest, fs, level=plan.level, taps=list(taps),
+                                                     splits=roles)  # fmt: skip
         if plan.task == "segmentation_novel":
             return _novel_parts(prepared, plan, fs, feats, labels, roles)
         return prepared, fs, feats, labels, roles, classes
