@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--encoder", "--arch", dest="arch", default="vit_small_patch16_224",
                         help="a timm architecture, random weights (ViT-B/16: vit_base_patch16_224)")  # fmt: skip
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="side of the synthetic source images (photos: about 500)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--loader-workers", type=int, default=1)
@@ -165,6 +167,8 @@ def main() -> None:
     parser.add_argument("--model-batches", type=int, default=None, help="batches timed for the ceiling (2; CUDA 20)")
     parser.add_argument("--decode-cpus", type=float, default=None, help="CPUs per decode task (default: the share)")
     parser.add_argument("--images-per-task", type=int, default=8, help="images per decode task")
+    parser.add_argument("--no-pipeline", action="store_true",
+                        help="the model alone and the plain loop only (a machine without Ray)")  # fmt: skip
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device here")
@@ -188,11 +192,11 @@ def main() -> None:
     model_n = (args.model_batches or (20 if gpu else 2)) * args.batch
     with tempfile.TemporaryDirectory() as tmp:
         root = StorageRoot.open(tmp)
-        prepared, _ = prepare_dataset(root, "synthetic", options={"size": args.images, "image_size": 224})
+        prepared, _ = prepare_dataset(root, "synthetic", options={"size": args.images, "image_size": args.image_size})
         n = sum(i >= 0 for i in prepared.manifest().column("label_id").to_pylist())  # the "regions" rows
         print(
             f"extraction: {args.arch} at {args.size} px, batch {args.batch}, {args.threads} torch threads, "
-            f"{n} regions from {args.images} synthetic images (224 px), {os.cpu_count()} cores, "
+            f"{n} regions from {args.images} synthetic images ({args.image_size} px), {os.cpu_count()} cores, "
             f"{torch.cuda.get_device_name() if gpu else 'CPU'}, {args.precision}"
         )
         load_before = os.getloadavg()[0]
@@ -201,6 +205,13 @@ def main() -> None:
         with peak_memory() as mem_loop:
             loop, n_loop = plain_loop(root, spec, taps, args.batch, args.loader_workers, device, args.precision)
         assert n_loop == n
+        if args.no_pipeline:
+            print(f"  model only (ceiling):       {ceiling_before:7.1f} regions/s   peak RSS "
+                  f"{mem_model['peak'] / 2**30:5.2f} GiB")  # fmt: skip
+            print(f"  plain DataLoader loop:      {loop:7.1f} regions/s   peak RSS {mem_loop['peak'] / 2**30:5.2f} "
+                  f"GiB   ({args.loader_workers} loader worker(s))")  # fmt: skip
+            print(f"  plain loop / model only:    x{loop / ceiling_before:.2f}")
+            return
 
         import ray
 

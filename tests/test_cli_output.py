@@ -109,7 +109,8 @@ def test_validate_prints_its_plan_on_stdout_and_as_json(partctl):
     from partaware.lab.release import released_objectives
 
     n = 7 + len(released_objectives()) + 1  # live lab encoders, released ones, one random-init control
-    work = {"feature_sets": n, "probes": 4 * n, "tuned_probes": 2 * n, "trials": 8 * n, "final_fits": 6 * n}
+    work = {"feature_sets": n, "probes": 4 * n, "tuned_probes": 2 * n, "trials": 8 * n, "final_fits": 6 * n,
+            "encoder_in_the_loop_runs": 0}  # fmt: skip
     assert plan["work"] == work
 
 

@@ -260,7 +260,12 @@ def test_a_job_runs_the_paper_schedule_through_ray_train(ray_local, tmp_path):
     })  # fmt: skip
     store = StorageRoot.open(str(tmp_path / "store"))
     run_id, stages = run_job(spec, storage=store.uri, run_id="paper-seg")
-    assert {s.name: s.status for s in stages}["probe"] == "ran"
+    status, detail = {s.name: s.status for s in stages}, {s.name: s.detail for s in stages}
+    assert status["probe"] == "ran"
+    # the schedule runs the encoder on the images itself: nothing is extracted for it, nothing is stored
+    assert status["extract"] == "skipped" and "nothing to extract: encoder in the loop" in detail["extract"]
+    stored = [store.sub("features", k).completion_info() for k in store.listdir("features")]  # the gallery's
+    assert not any(t.startswith("patch:") for info in stored for t in info["taps"])
     run_root = store.sub("runs", run_id)
     records = [r for r in read_results(run_root) if r.task == "segmentation"]
     assert {r.level for r in records} == {"object", "part"}
@@ -272,7 +277,7 @@ def test_a_job_runs_the_paper_schedule_through_ray_train(ray_local, tmp_path):
         assert r.protocol["scored_split"] == "test" and r.protocol["split_rule"] == "held_out"
         assert r.trials == 0 and r.n_train > 0 and r.n_test > 0 and r.n_val == 0
         assert set(r.baselines) == {"majority"} and r.ci["units"] == "images" and r.weights_digest == "random:0"
-        assert r.ci_low is not None and r.ci_low - 1e-9 <= r.value <= r.ci_high + 1e-9
+        assert r.ci_low is not None and r.ci_low - 1e-9 <= r.value <= r.ci_high + 1e-9 and r.feature_key == ""
         (train_run,) = r.protocol["ray_train"]["runs"]
         assert train_run.startswith(run_root.uri_of("train"))
     train_dir = tmp_path / "store" / "runs" / run_id / "train"

@@ -324,8 +324,7 @@ class JobSpec(_Strict):
         from partaware.probes.tasks import get_task
 
         out = {"gpus_per_actor": "extraction"}
-        if any(get_task(t).tuned and not (t == "segmentation" and self.variants.get(t) == "paper")
-               for t in self.all_tasks()):  # fmt: skip
+        if any(get_task(t).tuned and not self.encoder_in_the_loop(t) for t in self.all_tasks()):
             out["gpus_per_trial"] = "probe search trials"
         lab = any(e.startswith("lab/") for e in self.resolved_encoders())
         paper = self.variants.get("segmentation") == "paper"
@@ -333,6 +332,15 @@ class JobSpec(_Strict):
         if workers:
             out["gpus_per_worker"] = " and ".join(workers)
         return out
+
+    def encoder_in_the_loop(self, task: str) -> bool:
+        """The task runs the encoder itself on images (the paper's segmentation schedule), so it reads no
+        extracted features and the extract stage encodes nothing for it."""
+        return task == "segmentation" and self.variants.get(task) == "paper"
+
+    def extracted_tasks_of(self, ref: DatasetRef) -> list[str]:
+        """The dataset's tasks that read extracted features."""
+        return [t for t in self.tasks_of(ref) if not self.encoder_in_the_loop(t)]
 
     def levels_of(self, ref: DatasetRef) -> list[str]:
         return list(ref.levels or self.levels)

@@ -227,14 +227,16 @@ def work_estimate(job: JobSpec) -> dict[str, int]:
     from partaware.probes.tasks import get_task
 
     n_enc = len(job.job_encoders())
-    feature_sets = sum(len({get_task(t).needs for t in job.tasks_of(d)}) for d in job.datasets) * n_enc
-    tuned = sum(1 for _, _, t in job.plan() if get_task(t).tuned) * n_enc
+    feature_sets = sum(len({get_task(t).needs for t in job.extracted_tasks_of(d)}) for d in job.datasets) * n_enc
+    searched = [t for _, _, t in job.plan() if not job.encoder_in_the_loop(t)]
+    tuned = sum(1 for t in searched if get_task(t).tuned) * n_enc
     return {
         "feature_sets": feature_sets,
         "probes": len(job.plan()) * n_enc,
         "tuned_probes": tuned,
         "trials": tuned * job.search_settings.num_samples,
         "final_fits": tuned * len(job.seeds),
+        "encoder_in_the_loop_runs": (len(job.plan()) - len(searched)) * n_enc * len(job.seeds),
     }
 
 
@@ -263,9 +265,11 @@ def print_plan(job: JobSpec) -> None:
     console.print(f"  encoders: {', '.join(encoders) or '(none registered)'}", highlight=False)
     console.print(f"  controls: {', '.join(job.control_encoders()) or 'none'}; seeds: {job.seeds}", highlight=False)
     work = work_estimate(job)
+    runs = work["encoder_in_the_loop_runs"]
+    in_loop = f"; {runs} paper segmentation runs, encoder in the loop" if runs else ""
     console.print(
         f"  work: {work['feature_sets']} feature sets, {work['probes']} probes ({work['tuned_probes']} tuned: "
-        f"{work['trials']} trials, {work['final_fits']} final fits); cached ones cost nothing",
+        f"{work['trials']} trials, {work['final_fits']} final fits{in_loop}); cached ones cost nothing",
         highlight=False,
     )
     console.print(f"  compute: {compute_line(job)}", highlight=False)

@@ -382,6 +382,36 @@ def key_for(
     )
 
 
+def _weights_digest(spec: EncoderSpec, root: StorageRoot, seed: int):
+    """(weights digest, the encoder if it had to be loaded to learn it): stored beside the weights, so a
+    cache hit loads nothing."""
+    digest = known_weights_digest(spec, root, seed=seed)
+    if digest is not None:
+        return digest, None
+    loaded = load_encoder(spec, root=root, device="cpu", seed=seed)
+    remember_weights_digest(spec, root, loaded.weights_digest)
+    return loaded.weights_digest, loaded
+
+
+def encoder_input_key(
+    root: StorageRoot,
+    dataset: str,
+    encoder: str | EncoderSpec,
+    *,
+    dataset_version: str | None = None,
+    kinds: Sequence[str] = ("regions",),
+    precision: str = "fp32",
+    seed: int = 0,
+) -> tuple[str, str]:
+    """(key, dataset version) of a feature set with no taps: the identity (weights, dataset version,
+    preprocessing) of work that runs the encoder on the images itself, such as the paper's segmentation
+    schedule. Nothing is encoded or written under it."""
+    prepared = open_prepared(root, dataset, dataset_version)
+    spec = resolve_spec(encoder)
+    digest, _ = _weights_digest(spec, root, seed)
+    return key_for(prepared, spec, digest, [], precision, kinds), prepared.version
+
+
 def regions_digest(rows: Sequence[dict[str, Any]]) -> str:
     """What a region table's features depend on: each region's id, image and box, in order."""
     blob = [[r["region_id"], r["image_uri"], None if r["box"] is None else [float(v) for v in r["box"]]] for r in rows]
@@ -474,12 +504,7 @@ def extract_features(
     kinds = check_kinds(kinds)
     prepared = open_prepared(root, dataset, dataset_version)
     spec = resolve_spec(encoder)
-    digest = known_weights_digest(spec, root, seed=seed)  # stored beside the weights: a cache hit loads nothing
-    loaded = None
-    if digest is None:
-        loaded = load_encoder(spec, root=root, device="cpu", seed=seed)
-        digest = loaded.weights_digest
-        remember_weights_digest(spec, root, digest)
+    digest, loaded = _weights_digest(spec, root, seed)
     region_rows = _region_rows(regions) if regions is not None else None
     extra = regions_digest(region_rows) if region_rows is not None else None
     key = key_for(prepared, spec, digest, taps, precision, kinds, extra)

@@ -52,6 +52,10 @@ class PretrainOutput(StageOutput):
     released: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+#: a ``FeatureSetRef`` status: its tasks run the encoder on the images themselves, so nothing was extracted
+IN_THE_LOOP = "in-loop"
+
+
 class FeatureSetRef(BaseModel):
     """One feature set in the cache: ``<root>/features/<key>/`` (complete: ``_SUCCESS`` exists)."""
 

@@ -23,7 +23,14 @@ from partaware import __version__
 from partaware.errors import PartawareError
 from partaware.results import ResultRecord, write_results
 from partaware.runs.driver import RunContext
-from partaware.runs.records import ExtractOutput, FeatureSetRef, ProbeOutput, StageRecord, merge_placements
+from partaware.runs.records import (
+    IN_THE_LOOP,
+    ExtractOutput,
+    FeatureSetRef,
+    ProbeOutput,
+    StageRecord,
+    merge_placements,
+)
 
 PROBE_CACHE_VERSION = "2"
 PROBES = "probes"
@@ -194,7 +201,7 @@ def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]], 
 
 def paper_segmentation(spec, task: str) -> bool:
     """The plan runs the paper's segmentation schedule (encoder in the loop) instead of a search."""
-    return task == "segmentation" and spec.variants.get("segmentation") == "paper"
+    return spec.encoder_in_the_loop(task)
 
 
 def _variant_identity(spec, task: str) -> dict[str, Any]:
@@ -345,7 +352,7 @@ def _record(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, outcome, 
     return outcome.to_record(
         run_id=ctx.run_id, encoder=plan.encoder, family=encoder.family, zoo=encoder.zoo, dataset=plan.dataset,
         dataset_version=prepared.version, level=plan.level, feature=plan.feature,
-        weights_digest=weights_digest, feature_key=features.key,
+        weights_digest=weights_digest, feature_key=features.key if features.status != IN_THE_LOOP else "",
         random_weights=encoder.weights.kind == "random", control=encoder.family == "control",
         control_of=encoder.arch if encoder.family == "control" else "", versions=_versions(),
     )  # fmt: skip
