@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# One GPU session, prepared to run unattended on a lent single-GPU machine (see docs/lab.md, docs/extraction.md):
-#   1. the released lab zoo: the seven objectives under the `gpu` preset, side by side on the one GPU,
-#      then `partctl pretrain --budget gpu --release` (finds them cached, writes partaware/lab/release/);
-#   2. a preview of their margins over the random-initialisation control (bench/bench_lab_margins.py);
-#   3. extraction on CUDA in bf16 (bench/bench_extract.py), end to end and against the model alone.
-# Everything it measures lands in $OUT (logs, release.tgz, margins.json). Python packages the device image lacks
-# travel as cp312 wheels in .whl/ (git-ignored; carry it): pydantic, pydantic-core, annotated-types,
-# typing-inspection, and pyarrow>=26 (the image's older pyarrow cannot read a manifest's null boxes), e.g.
+# One GPU session, prepared to run unattended on a lent single-GPU machine (docs/extraction.md, docs/lab.md,
+# cluster/README.md "What a run of jobs/paper.yaml costs"). Issue #20's measurements first:
+#   1. extraction on CUDA in bf16, ViT-B/16 at 224 px from 500 px photos-sized sources: the model alone and the
+#      plain DataLoader loop (bench/bench_extract.py --no-pipeline: needs no Ray);
+#   2. probe training rates on CUDA at the paper's shapes (bench/bench_probe_rates.py: needs no Ray);
+#   3. the Ray Data pipeline end to end against the model alone (bench/bench_extract.py), when Ray imports;
+#   4. with LAB=1: the released lab zoo under the `gpu` preset, then `partctl pretrain --budget gpu --release`
+#      and a preview of the margins over the random-initialisation control.
+# Everything it measures lands in $OUT. Python packages the device image lacks travel as cp312 wheels in .whl/
+# (git-ignored; carry it): pydantic, pydantic-core, annotated-types, typing-inspection and pyarrow>=26 (the
+# image's older pyarrow cannot read a manifest's null boxes), e.g.
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 ...
-# Ray does not fit beside pyarrow in one call's 64 MiB, so step 3 (the Ray Data pipeline) needs a call of its own.
+# Ray's wheel (about 42 MB) does not fit beside pyarrow's in one call's 64 MiB: put it in .whl-ray/ and carry it
+# in a first call that only installs it (`pip install ... --target /tmp/site .whl-ray/*.whl`); a call made
+# within the machine's 30 s of warmth then finds /tmp/site and runs step 3 too.
 # Measured on an H100 (docs/lab.md): supervised and MAE finish 3,000 x 256 in about 3 minutes side by side with
 # the others; the multi-view objectives need more than the 360 s given here (TRAIN_LIMIT).
 #
 #   bash bench/gpu_session.sh            # the real thing
-#   SMOKE=1 bash bench/gpu_session.sh    # a two-step dry run of the same flow on this machine's CPU
+#   SMOKE=1 bash bench/gpu_session.sh    # a short dry run of the same flow on this machine's CPU
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-session-out}
 mkdir -p "$OUT"
@@ -27,6 +32,8 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/session.log"; }
 if [ -d .whl ] && [ -z "${SMOKE:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { stamp "wheel install failed"; exit 1; }
+fi
+if [ -d /tmp/site ] && [ -z "${SMOKE:-}" ]; then
   export PYTHONPATH=/tmp/site:$PWD/platform
 else
   export PYTHONPATH=$PWD/platform
@@ -36,6 +43,29 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 COLUMNS=200 RAY_USAGE_STATS_ENABLED=0
   "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available())") \
   > "$OUT/machine.txt" 2>&1
 stamp "machine: $(tr '\n' ' ' < "$OUT/machine.txt")"
+
+if [ -n "${SMOKE:-}" ]; then
+  EXTRACT=(--encoder vit_tiny_patch16_224 --size 64 --image-size 128 --images 8 --batch 8 --precision bf16 --device cpu)
+  PROBE=(--device cpu --items 256 --epochs 1 --classes 10 --dim 192 --tokens 17 --batch 64)
+else
+  EXTRACT=(--encoder vit_base_patch16_224 --size 224 --image-size 500 --images 400 --batch 256 --loader-workers 8
+           --precision bf16 --device cuda)
+  PROBE=(--device cuda --items 16384 --epochs 2)
+fi
+timeout "${EXTRACT_LIMIT:-200}" $PY bench/bench_extract.py "${EXTRACT[@]}" --no-pipeline > "$OUT/extract-model.txt" 2>&1 \
+  || stamp "extraction bench (model alone, plain loop) failed"
+stamp "extraction, model alone and plain loop: $(grep -h 'model only\|plain loop /' "$OUT/extract-model.txt" | tr -s ' ' | tr '\n' ';')"
+timeout "${PROBE_LIMIT:-200}" $PY bench/bench_probe_rates.py "${PROBE[@]}" > "$OUT/probe-rates.txt" 2>&1 \
+  || stamp "probe rates failed"
+stamp "probe rates: $(grep -h 'bare head' "$OUT/probe-rates.txt" | tr -s ' ' | tr '\n' ';')"
+if $PY -c "import ray" 2>/dev/null; then
+  timeout "${EXTRACT_LIMIT:-200}" $PY bench/bench_extract.py "${EXTRACT[@]}" > "$OUT/extract.txt" 2>&1 \
+    || stamp "extraction bench (pipeline) failed"
+  stamp "pipeline: $(grep -h 'pipeline / model only' "$OUT/extract.txt" | tr -s ' ')"
+else
+  stamp "no Ray on this machine: the pipeline's figures need the .whl-ray call first (see the header)"
+fi
+[ -z "${LAB:-}" ] && { stamp "end"; exit 0; }
 
 if [ -n "${SMOKE:-}" ]; then
   BUDGET=(--budget quickstart --steps 2 --batch-size 8); DEVICE=cpu; TRAIN_LIMIT=300
@@ -69,8 +99,4 @@ if [ -z "${SMOKE:-}" ] && [ -n "$done_list" ]; then
   stamp "margins: $(grep -c lab-release "$OUT/margins.txt") encoders"
 fi
 
-if [ -z "${SMOKE:-}" ] && [ -z "${SKIP_EXTRACT:-}" ]; then
-  timeout "${EXTRACT_LIMIT:-200}" $PY bench/bench_extract.py --arch vit_base_patch16_224 --size 224 --images 400 \
-    --batch 256 --device cuda --precision bf16 > "$OUT/extract.txt" 2>&1 || stamp "extract bench failed"
-fi
 stamp "end"
