@@ -171,17 +171,17 @@ def probe_memory_need(info: dict[str, Any], taps: tuple[str, ...]) -> int:
     return sum(tap_bytes(info, t) + 2 * tap_bytes(info, t, "float32") for t in taps)
 
 
-def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]], available: int | None = None) -> None:
+def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]]) -> None:
     """``ProbeMemoryError`` naming every plan whose inputs exceed the memory this driver has, before any search:
     the probe stage holds a feature set's taps in memory, and an out-of-memory kill would say nothing."""
     from partaware.extract.features import feature_set_info
     from partaware.runs.cluster import machine_memory_available
 
-    available = machine_memory_available() if available is None else available
+    available = machine_memory_available()
     infos: dict[str, dict[str, Any]] = {}
     over = []
     for plan, features in plans:
-        if paper_segmentation(ctx.spec, plan.task):  # encoder in the loop: reads images, not a feature set
+        if ctx.spec.encoder_in_the_loop(plan.task):  # the paper's segmentation: reads images, not features
             continue
         info = infos.setdefault(features.key, feature_set_info(ctx.root, features.key))
         taps = plan_taps(plan, info)
@@ -199,14 +199,9 @@ def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]], 
         )
 
 
-def paper_segmentation(spec, task: str) -> bool:
-    """The plan runs the paper's segmentation schedule (encoder in the loop) instead of a search."""
-    return spec.encoder_in_the_loop(task)
-
-
 def _variant_identity(spec, task: str) -> dict[str, Any]:
     """What a non-default variant adds to the probe key (the fast path's keys stay as they were)."""
-    if not paper_segmentation(spec, task):
+    if not spec.encoder_in_the_loop(task):
         return {}
     from partaware.probes.segmentation_paper import PAPER_VERSION
 
@@ -277,7 +272,7 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
     from partaware.tune import run_probe_search
 
     spec, task = ctx.spec, get_task(plan.task)
-    if paper_segmentation(spec, plan.task):
+    if spec.encoder_in_the_loop(plan.task):
         return _run_paper(ctx, plan, features, loaded)
     prepared, fs, feats, labels, roles, classes, *transfer = _inputs(ctx, plan, features, loaded)
     missing = [r for r in roles if task.split_rule == "held_out" and r in ("train", "test") and r not in feats]
