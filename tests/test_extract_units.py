@@ -189,6 +189,28 @@ def test_shard_tables_round_trip_with_shapes_and_storage_dtypes(store):
     assert [f.key for f in list_features(store)] == ["k1"]
 
 
+def test_shards_whose_rows_interleave_read_back_in_manifest_order(store):
+    """Parallel actors leave rows spread over shards in any order; each tap is filled in place at its rows'
+    sorted positions (a sparse row selection too: rows index the manifest, not 0..N-1)."""
+    rng = np.random.default_rng(1)
+    froot = store.sub("features", "k2")
+    rows = np.array([40, 7, 12, 3, 99, 18, 5])
+    tokens = rng.normal(size=(7, 3, 4)).astype(np.float32)
+    patch = rng.normal(size=(7, 4, 2, 2)).astype(np.float32)
+    for shard, part in enumerate((slice(0, 3), slice(3, 4), slice(4, 7))):
+        table = shard_table(rows[part], [f"r{r}" for r in rows[part]], {"tokens": tokens[part], "patch:2": patch[part]})
+        write_table(froot, table, f"part-{shard:05d}.parquet")
+    froot.mark_complete(info={"rows": 7, "taps": {"tokens": {"shape": [3, 4]}, "patch:2": {"shape": [4, 2, 2]}}})
+    fs = read_features(store, "k2")
+    order = np.argsort(rows)
+    assert list(fs.rows) == sorted(rows) and list(fs.region_ids) == [f"r{r}" for r in sorted(rows)]
+    np.testing.assert_array_equal(fs.features["tokens"], tokens[order])
+    np.testing.assert_allclose(fs.features["patch:2"], patch[order], rtol=1e-3, atol=1e-3)
+    froot.mark_complete(info={"rows": 8, "taps": {"tokens": {"shape": [3, 4]}}})
+    with pytest.raises(StorageError, match="holds 7 rows .* where its _SUCCESS says 8"):
+        read_features(store, "k2")
+
+
 def test_worker_encodes_a_batch_and_marks_error_rows():
     worker = FeatureExtractor(TINY, ["cls", "mean", "patch:2"], "cpu", threads=1)
     rng = np.random.default_rng(0)

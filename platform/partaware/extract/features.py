@@ -239,30 +239,33 @@ def read_features(root: StorageRoot, key: str, taps: Sequence[str] | None = None
     unknown = [t for t in wanted if t not in available]
     if unknown:
         raise StorageError(f"feature set {key} has no tap(s) {unknown}; it holds: {', '.join(available)}")
-    ids: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    per_tap: dict[str, list[np.ndarray]] = {t: [] for t in wanted}
-    for shard in sorted(completed_shards(froot)):
-        table = read_columns(froot, part_name(shard), ["row", "region_id", *wanted])
-        rows.append(table.column("row").to_numpy())
-        ids.append(np.asarray(table.column("region_id").to_pylist(), dtype=object))
-        for t in wanted:
-            per_tap[t].append(_column_array(table, t))
-    row_arr = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    order = np.argsort(row_arr, kind="stable")
-    features = {}
-    for t in wanted:
-        shape = info["taps"][t]["shape"]
-        arr = np.concatenate(per_tap[t]) if per_tap[t] else np.zeros((0, *shape), dtype=tap_dtype(t))
-        features[t] = arr[order]
-    errors = []
-    if froot.exists(ERRORS_FILE):
-        errors = read_columns(froot, ERRORS_FILE).to_pylist()
+    shards = sorted(completed_shards(froot))
+    heads = [read_columns(froot, part_name(shard), ["row", "region_id"]) for shard in shards]  # small columns first
+    row_arr = np.concatenate([h.column("row").to_numpy() for h in heads]) if heads else np.zeros(0, np.int64)
     if len(row_arr) != int(info.get("rows", len(row_arr))) or len(np.unique(row_arr)) != len(row_arr):
         raise StorageError(
             f"feature set {key} under {root.uri} holds {len(row_arr)} rows ({len(np.unique(row_arr))} distinct) "
             f"where its _SUCCESS says {info.get('rows')}: rerun the extraction to repair it"
         )
+    order = np.argsort(row_arr, kind="stable")
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    # Each tap is filled in place, shard by shard, at its rows' sorted positions: the peak is the set plus one
+    # shard, not the two or three copies a concatenate-then-reorder makes (attentive tokens are the largest).
+    features = {t: np.empty((len(row_arr), *info["taps"][t]["shape"]), dtype=tap_dtype(t)) for t in wanted}
+    offset = 0
+    for shard, head in zip(shards, heads, strict=True):
+        n = head.num_rows
+        if wanted:
+            table = read_columns(froot, part_name(shard), wanted)
+            for t in wanted:
+                features[t][position[offset : offset + n]] = _column_array(table, t)
+            del table
+        offset += n
+    errors = []
+    if froot.exists(ERRORS_FILE):
+        errors = read_columns(froot, ERRORS_FILE).to_pylist()
+    ids = [np.asarray(h.column("region_id").to_pylist(), dtype=object) for h in heads]
     id_arr = np.concatenate(ids) if ids else np.zeros(0, dtype=object)
     return FeatureSet(key, id_arr[order], row_arr[order], features, info, errors)
 

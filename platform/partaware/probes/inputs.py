@@ -50,15 +50,17 @@ def feature_array(fs, feature: str, depth_tap: str | None = None) -> np.ndarray:
 def split_arrays(
     fs, rows: dict[int, tuple[str, int]], feature: str, roles: dict[str, str], depth_tap: str | None = None
 ):
-    """Features and labels by probe split (``roles``: probe split -> comma list of dataset splits)."""
-    keep = np.array([int(r) in rows for r in fs.rows], dtype=bool)
-    x = feature_array(fs, feature, depth_tap)[keep]
-    manifest_rows = fs.rows[keep]
-    splits = np.array([rows[int(r)][0] for r in manifest_rows])
-    labels = np.array([rows[int(r)][1] for r in manifest_rows], dtype=np.int64)
+    """Features and labels by probe split (``roles``: probe split -> comma list of dataset splits).
+
+    Each split is one selection from the whole array (no intermediate copy of the kept rows): the probe
+    stage's peak is the feature set plus the splits."""
+    keep = np.flatnonzero([int(r) in rows for r in fs.rows])
+    x = feature_array(fs, feature, depth_tap)
+    splits = np.array([rows[int(fs.rows[i])][0] for i in keep])
+    labels = np.array([rows[int(fs.rows[i])][1] for i in keep], dtype=np.int64)
     feats, labs = {}, {}
     for role, names in roles.items():
         mask = np.isin(splits, names.split(","))
         if mask.any():
-            feats[role], labs[role] = x[mask], labels[mask]
+            feats[role], labs[role] = x[keep[mask]], labels[mask]
     return feats, labs

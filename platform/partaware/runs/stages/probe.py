@@ -164,11 +164,16 @@ def plan_taps(plan: ProbePlan, info: dict[str, Any]) -> tuple[str, ...]:
 
 
 def probe_memory_need(info: dict[str, Any], taps: tuple[str, ...]) -> int:
-    """About the peak bytes the probe stage holds for one plan: the taps as read, their float32 copy and the
-    copy the split selection makes (the search's object-store copy comes on top, and may spill to disk)."""
-    from partaware.extract.features import tap_bytes
+    """About the peak bytes the probe stage holds for one plan: the taps as read, a float32 copy of those stored
+    in fp16, and the probe splits (float32); the search's object-store copy comes on top, and may spill to disk.
+    ``bench/bench_probe_memory.py`` measures the real peak against it."""
+    from partaware.extract.features import tap_bytes, tap_dtype
 
-    return sum(tap_bytes(info, t) + 2 * tap_bytes(info, t, "float32") for t in taps)
+    def need(tap: str) -> int:
+        as_float32 = tap_bytes(info, tap, "float32")
+        return tap_bytes(info, tap) + (as_float32 if tap_dtype(tap) != "float32" else 0) + as_float32
+
+    return sum(need(t) for t in taps)
 
 
 def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]]) -> None:
@@ -193,7 +198,7 @@ def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]]) 
     if over:
         raise ProbeMemoryError(
             f"{len(over)} probe(s) need more memory than the {available / 2**30:,.1f} GiB this driver has free "
-            "(the probe stage holds the taps it probes, a float32 copy and the split): "
+            "(the probe stage holds the taps it probes and their split into train and test): "
             + "; ".join(over)
             + ". Run the driver on a node with more memory, or probe fewer items (the dataset's `limit`)"
         )
