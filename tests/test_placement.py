@@ -48,6 +48,10 @@ def test_what_can_run_is_accepted_and_each_stage_names_its_gpu_request():
     assert parse_spec(_spec(precision="bf16")).precision == "bf16"  # bf16 runs on CPUs too
     lab = parse_spec({**_spec(), "zoo": "lab", "encoders": ["lab/mae"], "custom_encoders": []})
     assert lab.gpu_stages()["gpus_per_worker"] == "lab pretraining"
+    # the paper's segmentation alone extracts nothing: its workers need a GPU under device cuda, actors do not
+    paper = parse_spec(_spec(device="cuda", tasks=["segmentation"], variants={"segmentation": "paper"},
+                             resources={"gpus_per_actor": 0, "gpus_per_worker": 1}))  # fmt: skip
+    assert paper.gpu_stages() == {"gpus_per_worker": "paper segmentation"}
 
 
 def test_partctl_device_cpu_drops_the_specs_gpu_requests(partctl):

@@ -319,11 +319,11 @@ class JobSpec(_Strict):
         return self.segmentation_iterations or PAPER_SEGMENTATION_ITERATIONS
 
     def gpu_stages(self) -> dict[str, str]:
-        """GPU request field -> the work of this job that uses it (extraction always; trials only for tuned
-        tasks; workers for lab pretraining and the paper's segmentation schedule)."""
+        """GPU request field -> the work of this job that uses it (extraction unless every task runs the encoder
+        itself; trials only for tuned tasks; workers for lab pretraining and the paper's segmentation schedule)."""
         from partaware.probes.tasks import get_task
 
-        out = {"gpus_per_actor": "extraction"}
+        out = {"gpus_per_actor": "extraction"} if any(self.extracted_tasks_of(ref) for ref in self.datasets) else {}
         if any(get_task(t).tuned and not self.encoder_in_the_loop(t) for t in self.all_tasks()):
             out["gpus_per_trial"] = "probe search trials"
         lab = any(e.startswith("lab/") for e in self.resolved_encoders())
