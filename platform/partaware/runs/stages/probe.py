@@ -94,7 +94,7 @@ def run(ctx: RunContext) -> StageRecord:
     out, records, empty, placement = ProbeOutput(), [], [], []
     warned: list[str] = []  # probes that ran on too few items per class (a ``limit`` run's usual case)
     bar = ctx.progress("probe") if ctx.progress else nullcontext(None)
-    loaded: dict[Any, Any] = {}  # one manifest per dataset, the current plan's taps of its feature set
+    loaded: dict[Any, Any] = {}  # one manifest per dataset
     with bar as update:
         for done, (plan, features, key) in enumerate(plans, start=1):
             cache = (PROBES, f"{key}.json")
@@ -165,8 +165,8 @@ def plan_taps(plan: ProbePlan, info: dict[str, Any]) -> tuple[str, ...]:
 
 def probe_memory_need(info: dict[str, Any], taps: tuple[str, ...]) -> int:
     """About the peak bytes the probe stage holds for one plan: the taps as read, a float32 copy of those stored
-    in fp16, and the probe splits (float32); the search's object-store copy comes on top, and may spill to disk.
-    ``bench/bench_probe_memory.py`` measures the real peak against it."""
+    in fp16, and the probe splits (float32). The set is let go once split, so during the search the splits and
+    the object store's copy of them take about as much. ``bench/bench_probe_memory.py`` measures the peak."""
     from partaware.extract.features import tap_bytes, tap_dtype
 
     def need(tap: str) -> int:
@@ -232,11 +232,10 @@ def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: d
 
     task, entry = get_task(plan.task), DATASETS.get(plan.dataset)
     prepared, manifest = _dataset(ctx, plan, features, loaded)
+    # Only the plan's taps, read for this plan alone: the caller lets go of them once split, so a search holds
+    # its splits (and the object store's copy of them), never a whole set of attentive tokens beside them.
     taps = plan_taps(plan, feature_set_info(ctx.root, features.key))
-    if loaded.get("features", (None,))[0] != (features.key, taps):  # only the plan's taps: tokens are large
-        loaded.pop("features", None)
-        loaded["features"] = ((features.key, taps), read_features(ctx.root, features.key, taps))
-    fs = loaded["features"][1]
+    fs = read_features(ctx.root, features.key, taps)
     present = sorted(set(manifest.column("split").to_pylist()))
     roles = role_splits(task.split_rule, entry.held_out, present, entry.gallery)
     if task.needs == "label_maps":
@@ -280,6 +279,8 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
     if spec.encoder_in_the_loop(plan.task):
         return _run_paper(ctx, plan, features, loaded)
     prepared, fs, feats, labels, roles, classes, *transfer = _inputs(ctx, plan, features, loaded)
+    digest = fs.info.get("weights_digest", "")
+    del fs  # the splits are copies: the whole set need not stay in memory during the search
     missing = [r for r in roles if task.split_rule == "held_out" and r in ("train", "test") and r not in feats]
     if missing or not feats:
         raise NothingToProbe(f"no {', '.join(missing) or 'gallery'} items (splits {roles})")
@@ -302,7 +303,7 @@ def _run_one(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
         outcome.protocol["gallery"] = f"every item of split(s) {roles['gallery']}"
     if warning:
         outcome.protocol["warning"] = warning
-    return _record(ctx, plan, features, outcome, prepared, fs.info.get("weights_digest", ""))
+    return _record(ctx, plan, features, outcome, prepared, digest)
 
 
 #: fewest training items per class for a tuned classification probe to mean anything (below: a warning)
