@@ -130,29 +130,41 @@ def test_coco_scores_classification_on_val2017_and_retrieves_over_train2017(ray_
         assert r.protocol["scored_split"] == "train" and r.n_test == 12 * 3  # the gallery: train2017 only
 
 
-def test_each_probe_reads_only_its_taps_and_its_memory_need_counts_them(every_task_run):
+def test_each_probe_reads_only_its_taps_and_its_memory_need_counts_them(every_task_run, monkeypatch):
     """The probe stage reads a plan's own taps (a linear probe never loads the attentive probe's tokens), and its
     memory estimate is those arrays as read plus their split (and a float32 copy of what is stored in fp16)."""
-    from partaware.extract.features import feature_set_info, list_features, read_features
+    from partaware.extract import features as feature_io
     from partaware.runs.stages.probe import ProbePlan, plan_taps, probe_memory_need
 
     _, run_root = every_task_run
-    store = StorageRoot.open(run_root.uri.rsplit("/runs/", 1)[0])
-    regions = next(f for f in list_features(store) if "tokens" in f.taps)
-    info = feature_set_info(store, regions.key)
-    plan = ProbePlan("synthetic", TINY_ENCODER["name"], "part", "linear", "cls")
-    assert plan_taps(plan, info) == ("cls",)
+    storage = run_root.uri.rsplit("/runs/", 1)[0]
+    real_read, read = feature_io.read_features, []
+
+    def recording_read(root, key, taps=None):  # the real reader, noting what each read asked for
+        read.append((key, tuple(taps) if taps is not None else None))
+        return real_read(root, key, taps)
+
+    monkeypatch.setattr(feature_io, "read_features", recording_read)
+    fresh = job("every-task", [{"name": "synthetic", "options": {"size": 40, "image_size": 64}}],
+                ["retrieval", "linear", "attentive"], ["part"])  # fmt: skip
+    fresh["search_settings"] = {**TINY_SEARCH, "max_epochs": 1}  # a new search: nothing cached
+    run_job(parse_spec(fresh), storage=storage, run_id="own-taps")
+    store = StorageRoot.open(storage)
+    (probed,) = [f["key"] for f in store.read_json("runs", "own-taps", "stages", "extract.json")["outputs"]
+                 ["feature_sets"]]  # fmt: skip
+    by_probes = sorted(taps for key, taps in read if key == probed)  # the gallery reads a set of its own
+    assert by_probes == sorted([("mean",), ("cls",), ("cls",), ("tokens",)])  # retrieval x2, linear, attentive
+    regions = next(f for f in feature_io.list_features(store) if "tokens" in f.taps)
+    info = feature_io.feature_set_info(store, regions.key)
+    encoder = TINY_ENCODER["name"]
     shapes = {"cls": [8], "patch:4": [8, 2, 2], "patch:12": [8, 2, 2]}
     stored = {"rows": 10, "taps": {t: {"shape": shape} for t, shape in shapes.items()}}
-    last_block = ProbePlan("synthetic", "e", "part", "attentive", "cls+last-block")
-    assert plan_taps(last_block, stored) == ("cls", "patch:12")
+    last_block = ProbePlan("synthetic", encoder, "part", "attentive", "cls+last-block")
+    assert plan_taps(last_block, stored, "cls+last-block") == ("cls", "patch:12")
     # as stored, then float32 (a copy only for the fp16 patch map), then the split: float32 again
     assert probe_memory_need(stored, ("cls", "patch:12")) == 10 * (8 * 4 * 2 + 32 * 2 + 2 * 32 * 4)
-    tokens = ProbePlan("synthetic", "e", "part", "attentive", "tokens")
-    assert plan_taps(tokens, info) == ("tokens",)
-    fs = read_features(store, regions.key, ["tokens"])
-    assert set(fs.features) == {"tokens"}
-    array = fs.features["tokens"]
+    assert plan_taps(ProbePlan("synthetic", encoder, "part", "attentive", "tokens"), info) == ("tokens",)
+    array = real_read(store, regions.key, ["tokens"]).features["tokens"]
     assert probe_memory_need(info, ("tokens",)) == 2 * array.nbytes and array.dtype == np.float32
 
 

@@ -90,11 +90,11 @@ def run(ctx: RunContext) -> StageRecord:
                                    {**search_identity, **_variant_identity(spec, plan.task)}))
         for plan, features in plan_job(ctx, ctx.input(ExtractOutput))
     ]  # fmt: skip
-    check_memory(ctx, [(p, f) for p, f, key in plans if not ctx.root.exists(PROBES, f"{key}.json")])
+    loaded: dict[Any, Any] = {}  # one manifest per dataset, one ``_SUCCESS`` record per feature set
+    check_memory(ctx, [(p, f) for p, f, key in plans if not ctx.root.exists(PROBES, f"{key}.json")], loaded)
     out, records, empty, placement = ProbeOutput(), [], [], []
     warned: list[str] = []  # probes that ran on too few items per class (a ``limit`` run's usual case)
     bar = ctx.progress("probe") if ctx.progress else nullcontext(None)
-    loaded: dict[Any, Any] = {}  # one manifest per dataset
     with bar as update:
         for done, (plan, features, key) in enumerate(plans, start=1):
             cache = (PROBES, f"{key}.json")
@@ -151,16 +151,25 @@ class ProbeMemoryError(PartawareError):
     """Probes whose feature sets do not fit in the driver's memory (found before any search runs)."""
 
 
-def plan_taps(plan: ProbePlan, info: dict[str, Any]) -> tuple[str, ...]:
-    """The taps of its feature set (``info``: the set's ``_SUCCESS`` record) that one plan reads: its feature,
-    CLS and the deepest stored block for ``cls+last-block``, the segmentation blocks for label maps."""
+def plan_taps(plan: ProbePlan, info: dict[str, Any], variant: str | None = None) -> tuple[str, ...]:
+    """The taps of its feature set (``info``: the set's ``_SUCCESS`` record) that one plan reads: what its task
+    reads (``ProbeTask.taps``, at the deepest stored block), only the plan's feature where that is itself a tap
+    (retrieval scores each of its taps apart)."""
+    from partaware.extract.pipeline import resolve_spec
     from partaware.probes.tasks import get_task
-    from partaware.probes.tasks.segmentation import SEGMENTATION
 
     depth = max((int(t[6:]) for t in info["taps"] if t.startswith("patch:")), default=0)
-    if get_task(plan.task).needs == "label_maps":
-        return SEGMENTATION.taps(None, depth)
-    return ("cls", f"patch:{depth}") if plan.feature == "cls+last-block" else (plan.feature,)
+    taps = tuple(get_task(plan.task).taps(resolve_spec(plan.encoder), depth, variant))
+    return (plan.feature,) if plan.feature in taps else taps
+
+
+def feature_info(ctx: RunContext, key: str, loaded: dict) -> dict[str, Any]:
+    """A feature set's ``_SUCCESS`` record, read once per stage."""
+    from partaware.extract.features import feature_set_info
+
+    if ("info", key) not in loaded:
+        loaded["info", key] = feature_set_info(ctx.root, key)
+    return loaded["info", key]
 
 
 def probe_memory_need(info: dict[str, Any], taps: tuple[str, ...]) -> int:
@@ -176,20 +185,18 @@ def probe_memory_need(info: dict[str, Any], taps: tuple[str, ...]) -> int:
     return sum(need(t) for t in taps)
 
 
-def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]]) -> None:
+def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]], loaded: dict) -> None:
     """``ProbeMemoryError`` naming every plan whose inputs exceed the memory this driver has, before any search:
     the probe stage holds a feature set's taps in memory, and an out-of-memory kill would say nothing."""
-    from partaware.extract.features import feature_set_info
     from partaware.runs.cluster import machine_memory_available
 
     available = machine_memory_available()
-    infos: dict[str, dict[str, Any]] = {}
     over = []
     for plan, features in plans:
         if ctx.spec.encoder_in_the_loop(plan.task):  # the paper's segmentation: reads images, not features
             continue
-        info = infos.setdefault(features.key, feature_set_info(ctx.root, features.key))
-        taps = plan_taps(plan, info)
+        info = feature_info(ctx, features.key, loaded)
+        taps = plan_taps(plan, info, ctx.spec.variants.get(plan.task))
         need = probe_memory_need(info, taps)
         if need > available:
             shapes = ", ".join(f"{t} {'x'.join(map(str, info['taps'][t]['shape']))}" for t in taps)
@@ -226,7 +233,7 @@ def _dataset(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: 
 def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict):
     """(prepared dataset, feature set, features by probe split, labels by probe split, roles, classes)."""
     from partaware.datasets import DATASETS
-    from partaware.extract.features import feature_set_info, read_features
+    from partaware.extract.features import read_features
     from partaware.probes.inputs import labelled_rows, role_splits, split_arrays
     from partaware.probes.tasks import get_task
 
@@ -234,7 +241,7 @@ def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: d
     prepared, manifest = _dataset(ctx, plan, features, loaded)
     # Only the plan's taps, read for this plan alone: the caller lets go of them once split, so a search holds
     # its splits (and the object store's copy of them), never a whole set of attentive tokens beside them.
-    taps = plan_taps(plan, feature_set_info(ctx.root, features.key))
+    taps = plan_taps(plan, feature_info(ctx, features.key, loaded), ctx.spec.variants.get(plan.task))
     fs = read_features(ctx.root, features.key, taps)
     present = sorted(set(manifest.column("split").to_pylist()))
     roles = role_splits(task.split_rule, entry.held_out, present, entry.gallery)
