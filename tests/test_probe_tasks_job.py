@@ -134,6 +134,7 @@ def test_each_probe_reads_only_its_taps_and_its_memory_need_counts_them(every_ta
     """The probe stage reads a plan's own taps (a linear probe never loads the attentive probe's tokens), and its
     memory estimate is those arrays as read plus their split (and a float32 copy of what is stored in fp16)."""
     from partaware.extract import features as feature_io
+    from partaware.extract.pipeline import resolve_spec
     from partaware.runs.stages.probe import ProbePlan, plan_taps, probe_memory_need
 
     _, run_root = every_task_run
@@ -156,14 +157,14 @@ def test_each_probe_reads_only_its_taps_and_its_memory_need_counts_them(every_ta
     assert by_probes == sorted([("mean",), ("cls",), ("cls",), ("tokens",)])  # retrieval x2, linear, attentive
     regions = next(f for f in feature_io.list_features(store) if "tokens" in f.taps)
     info = feature_io.feature_set_info(store, regions.key)
-    encoder = TINY_ENCODER["name"]
+    encoder = resolve_spec(TINY_ENCODER["name"])
     shapes = {"cls": [8], "patch:4": [8, 2, 2], "patch:12": [8, 2, 2]}
     stored = {"rows": 10, "taps": {t: {"shape": shape} for t, shape in shapes.items()}}
-    last_block = ProbePlan("synthetic", encoder, "part", "attentive", "cls+last-block")
-    assert plan_taps(last_block, stored, "cls+last-block") == ("cls", "patch:12")
+    last_block = ProbePlan("synthetic", encoder.name, "part", "attentive", "cls+last-block")
+    assert plan_taps(last_block, stored, encoder, "cls+last-block") == ("cls", "patch:12")
     # as stored, then float32 (a copy only for the fp16 patch map), then the split: float32 again
     assert probe_memory_need(stored, ("cls", "patch:12")) == 10 * (8 * 4 * 2 + 32 * 2 + 2 * 32 * 4)
-    assert plan_taps(ProbePlan("synthetic", encoder, "part", "attentive", "tokens"), info) == ("tokens",)
+    assert plan_taps(ProbePlan("synthetic", encoder.name, "part", "attentive", "tokens"), info, encoder) == ("tokens",)
     array = real_read(store, regions.key, ["tokens"]).features["tokens"]
     assert probe_memory_need(info, ("tokens",)) == 2 * array.nbytes and array.dtype == np.float32
 

@@ -17,7 +17,7 @@ import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from partaware import __version__
 from partaware.errors import PartawareError
@@ -31,6 +31,9 @@ from partaware.runs.records import (
     StageRecord,
     merge_placements,
 )
+
+if TYPE_CHECKING:
+    from partaware.encoders.specs import EncoderSpec
 
 PROBE_CACHE_VERSION = "2"
 PROBES = "probes"
@@ -90,7 +93,7 @@ def run(ctx: RunContext) -> StageRecord:
                                    {**search_identity, **_variant_identity(spec, plan.task)}))
         for plan, features in plan_job(ctx, ctx.input(ExtractOutput))
     ]  # fmt: skip
-    loaded: dict[Any, Any] = {}  # one manifest per dataset, one ``_SUCCESS`` record per feature set
+    loaded: dict[Any, Any] = {}  # per stage: manifests, feature sets' ``_SUCCESS`` records, encoder specs
     check_memory(ctx, [(p, f) for p, f, key in plans if not ctx.root.exists(PROBES, f"{key}.json")], loaded)
     out, records, empty, placement = ProbeOutput(), [], [], []
     warned: list[str] = []  # probes that ran on too few items per class (a ``limit`` run's usual case)
@@ -151,25 +154,31 @@ class ProbeMemoryError(PartawareError):
     """Probes whose feature sets do not fit in the driver's memory (found before any search runs)."""
 
 
-def plan_taps(plan: ProbePlan, info: dict[str, Any], variant: str | None = None) -> tuple[str, ...]:
+def plan_taps(
+    plan: ProbePlan, info: dict[str, Any], encoder: EncoderSpec, variant: str | None = None
+) -> tuple[str, ...]:
     """The taps of its feature set (``info``: the set's ``_SUCCESS`` record) that one plan reads: what its task
-    reads (``ProbeTask.taps``, at the deepest stored block), only the plan's feature where that is itself a tap
-    (retrieval scores each of its taps apart)."""
-    from partaware.extract.pipeline import resolve_spec
+    reads from ``encoder`` (``ProbeTask.taps``, at the deepest stored block), only the plan's feature where that
+    is itself a tap (retrieval scores each of its taps apart)."""
     from partaware.probes.tasks import get_task
 
     depth = max((int(t[6:]) for t in info["taps"] if t.startswith("patch:")), default=0)
-    taps = tuple(get_task(plan.task).taps(resolve_spec(plan.encoder), depth, variant))
+    taps = tuple(get_task(plan.task).taps(encoder, depth, variant))
     return (plan.feature,) if plan.feature in taps else taps
 
 
-def feature_info(ctx: RunContext, key: str, loaded: dict) -> dict[str, Any]:
-    """A feature set's ``_SUCCESS`` record, read once per stage."""
+def _plan_taps(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: dict) -> tuple[dict, tuple]:
+    """(the feature set's ``_SUCCESS`` record, the plan's taps), the record and the encoder's spec looked up
+    once per stage (a released lab encoder's spec takes milliseconds to build)."""
     from partaware.extract.features import feature_set_info
+    from partaware.extract.pipeline import resolve_spec
 
-    if ("info", key) not in loaded:
-        loaded["info", key] = feature_set_info(ctx.root, key)
-    return loaded["info", key]
+    if ("info", features.key) not in loaded:
+        loaded["info", features.key] = feature_set_info(ctx.root, features.key)
+    if ("encoder", plan.encoder) not in loaded:
+        loaded["encoder", plan.encoder] = resolve_spec(plan.encoder)
+    info = loaded["info", features.key]
+    return info, plan_taps(plan, info, loaded["encoder", plan.encoder], ctx.spec.variants.get(plan.task))
 
 
 def probe_memory_need(info: dict[str, Any], taps: tuple[str, ...]) -> int:
@@ -195,8 +204,7 @@ def check_memory(ctx: RunContext, plans: list[tuple[ProbePlan, FeatureSetRef]], 
     for plan, features in plans:
         if ctx.spec.encoder_in_the_loop(plan.task):  # the paper's segmentation: reads images, not features
             continue
-        info = feature_info(ctx, features.key, loaded)
-        taps = plan_taps(plan, info, ctx.spec.variants.get(plan.task))
+        info, taps = _plan_taps(ctx, plan, features, loaded)
         need = probe_memory_need(info, taps)
         if need > available:
             shapes = ", ".join(f"{t} {'x'.join(map(str, info['taps'][t]['shape']))}" for t in taps)
@@ -241,7 +249,7 @@ def _inputs(ctx: RunContext, plan: ProbePlan, features: FeatureSetRef, loaded: d
     prepared, manifest = _dataset(ctx, plan, features, loaded)
     # Only the plan's taps, read for this plan alone: the caller lets go of them once split, so a search holds
     # its splits (and the object store's copy of them), never a whole set of attentive tokens beside them.
-    taps = plan_taps(plan, feature_info(ctx, features.key, loaded), ctx.spec.variants.get(plan.task))
+    _, taps = _plan_taps(ctx, plan, features, loaded)
     fs = read_features(ctx.root, features.key, taps)
     present = sorted(set(manifest.column("split").to_pylist()))
     roles = role_splits(task.split_rule, entry.held_out, present, entry.gallery)
